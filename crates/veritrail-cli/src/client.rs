@@ -1,0 +1,379 @@
+//! Commands that talk to a running server: `emit`, `query`, `export`.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::filters::FilterArgs;
+
+/// Where the server is and how to authenticate.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Base URL of the server.
+    #[arg(
+        long,
+        env = "VERITRAIL_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+}
+
+/// An HTTP client that sends `VERITRAIL_KEY` as a bearer token when it is set.
+pub struct Client {
+    http: reqwest::blocking::Client,
+    base: String,
+    key: Option<String>,
+}
+
+impl Client {
+    /// A client for `args.server`.
+    pub fn new(args: &ServerArgs) -> anyhow::Result<Client> {
+        let http = reqwest::blocking::Client::builder()
+            .timeout(None)
+            .build()
+            .context("building the HTTP client")?;
+        Ok(Client {
+            http,
+            base: args.server.trim_end_matches('/').to_string(),
+            key: std::env::var("VERITRAIL_KEY")
+                .ok()
+                .filter(|k| !k.is_empty()),
+        })
+    }
+
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.key {
+            Some(k) => r.bearer_auth(k),
+            None => r,
+        }
+    }
+
+    /// GET with query parameters; the response must be a success.
+    pub fn get(
+        &self,
+        path: &str,
+        params: &[(String, String)],
+    ) -> anyhow::Result<reqwest::blocking::Response> {
+        let resp = self
+            .request(reqwest::Method::GET, path)
+            .query(params)
+            .send()
+            .with_context(|| self.unreachable())?;
+        check(resp)
+    }
+
+    /// POST a body with a media type; the response must be a success.
+    pub fn post(
+        &self,
+        path: &str,
+        media: &str,
+        body: Vec<u8>,
+    ) -> anyhow::Result<reqwest::blocking::Response> {
+        let resp = self
+            .request(reqwest::Method::POST, path)
+            .header(reqwest::header::CONTENT_TYPE, media)
+            .body(body)
+            .send()
+            .with_context(|| self.unreachable())?;
+        check(resp)
+    }
+
+    fn unreachable(&self) -> String {
+        format!("cannot reach the server at {} (is `veritrail serve` running? set --server or VERITRAIL_SERVER)", self.base)
+    }
+}
+
+/// Turns an error response (problem+json or not) into a readable error.
+fn check(resp: reqwest::blocking::Response) -> anyhow::Result<reqwest::blocking::Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let body = resp.text().unwrap_or_default();
+    let Ok(problem) = serde_json::from_str::<Value>(&body) else {
+        bail!("server answered {status}: {}", body.trim());
+    };
+    let mut msg = format!(
+        "server answered {status}: {}",
+        problem["detail"]
+            .as_str()
+            .or(problem["title"].as_str())
+            .unwrap_or("no detail")
+    );
+    for e in problem["errors"].as_array().into_iter().flatten() {
+        msg.push_str(&format!(
+            "\n  event {}: `{}` {}",
+            e["index"],
+            e["field"].as_str().unwrap_or("?"),
+            e["message"].as_str().unwrap_or("")
+        ));
+    }
+    bail!(msg)
+}
+
+/// Flags of `emit`.
+#[derive(Debug, Args)]
+pub struct EmitArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Read events from stdin instead: one JSON object, a JSON array, or NDJSON.
+    #[arg(long, conflicts_with = "event_type")]
+    stdin: bool,
+    /// Dotted event type, e.g. `deploy.release.completed`.
+    #[arg(long, short = 't', required_unless_present = "stdin")]
+    event_type: Option<String>,
+    /// Defaults to the type's first segment.
+    #[arg(long)]
+    category: Option<String>,
+    /// Defaults to the type's last segment.
+    #[arg(long)]
+    action: Option<String>,
+    #[arg(long, default_value = "success")]
+    outcome: String,
+    #[arg(long)]
+    actor_type: Option<String>,
+    #[arg(long, short = 'a')]
+    actor_id: Option<String>,
+    #[arg(long)]
+    resource_type: Option<String>,
+    #[arg(long, short = 'r')]
+    resource_id: Option<String>,
+    #[arg(long, short = 'c')]
+    correlation_id: Option<String>,
+    #[arg(long, short = 'n')]
+    namespace: Option<String>,
+    #[arg(long)]
+    severity: Option<String>,
+    /// Idempotency key (a UUID); a random UUIDv7 otherwise.
+    #[arg(long)]
+    event_id: Option<String>,
+    /// `event_data` as a JSON object.
+    #[arg(long, value_name = "JSON")]
+    data: Option<String>,
+}
+
+fn event_from_flags(a: &EmitArgs) -> anyhow::Result<Value> {
+    let t = a.event_type.clone().unwrap_or_default();
+    let first = t.split('.').next().unwrap_or("").to_string();
+    let last = t.rsplit('.').next().unwrap_or("").to_string();
+    let mut e = json!({
+        "event_id": a.event_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
+        "event_type": t,
+        "event_timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        "event_category": a.category.clone().unwrap_or(first),
+        "event_action": a.action.clone().unwrap_or(last),
+        "event_outcome": a.outcome,
+    });
+    let optional = [
+        ("actor_type", &a.actor_type),
+        ("actor_id", &a.actor_id),
+        ("resource_type", &a.resource_type),
+        ("resource_id", &a.resource_id),
+        ("correlation_id", &a.correlation_id),
+        ("namespace", &a.namespace),
+        ("severity", &a.severity),
+    ];
+    for (k, v) in optional {
+        if let Some(v) = v {
+            e[k] = v.clone().into();
+        }
+    }
+    if let Some(d) = &a.data {
+        let data: Value = serde_json::from_str(d).context("--data is not JSON")?;
+        anyhow::ensure!(data.is_object(), "--data must be a JSON object");
+        e["event_data"] = data;
+    }
+    Ok(e)
+}
+
+/// `veritrail emit`.
+pub fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.server)?;
+    let (media, body) = if args.stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading stdin")?;
+        let media =
+            if text.trim_start().starts_with('[') || serde_json::from_str::<Value>(&text).is_ok() {
+                "application/json"
+            } else {
+                "application/x-ndjson"
+            };
+        (media, text.into_bytes())
+    } else {
+        (
+            "application/json",
+            serde_json::to_vec(&event_from_flags(&args)?)?,
+        )
+    };
+    let reply: Value = client
+        .post("/v1/events", media, body)?
+        .json()
+        .context("reading the reply")?;
+    for r in reply["receipts"].as_array().into_iter().flatten() {
+        println!(
+            "{}  seq {}  leaf {}",
+            r["event_id"].as_str().unwrap_or(""),
+            r["seq"],
+            r["leaf_hash"].as_str().unwrap_or("")
+        );
+    }
+    eprintln!("durable; tree size {}", reply["tree_size"]);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Flags of `query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    filters: FilterArgs,
+    /// Most events to show.
+    #[arg(long, short = 'l', default_value_t = 50)]
+    limit: usize,
+    /// Oldest first instead of newest first.
+    #[arg(long)]
+    asc: bool,
+    /// One JSON object per line (NDJSON) instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `veritrail query`: follows cursors until `--limit` events are shown.
+pub fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.server)?;
+    let mut params = args.filters.to_params()?;
+    if args.asc {
+        params.push(("order".into(), "asc".into()));
+    }
+    let mut events = Vec::new();
+    let mut cursor: Option<String> = None;
+    while events.len() < args.limit {
+        let mut p = params.clone();
+        p.push((
+            "limit".into(),
+            (args.limit - events.len()).min(1000).to_string(),
+        ));
+        if let Some(c) = &cursor {
+            p.push(("cursor".into(), c.clone()));
+        }
+        let page: Value = client
+            .get("/v1/events", &p)?
+            .json()
+            .context("reading the reply")?;
+        events.extend(page["events"].as_array().cloned().unwrap_or_default());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for e in &events {
+            writeln!(out, "{e}")?;
+        }
+    } else {
+        print_table(&mut out, &events)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(out: &mut impl Write, events: &[Value]) -> std::io::Result<()> {
+    let cols = [
+        "event_timestamp",
+        "event_type",
+        "event_outcome",
+        "actor_id",
+        "resource_id",
+        "correlation_id",
+    ];
+    let heads = [
+        "TIME",
+        "TYPE",
+        "OUTCOME",
+        "ACTOR",
+        "RESOURCE",
+        "CORRELATION",
+    ];
+    let cell = |e: &Value, c: &str| e[c].as_str().unwrap_or("-").to_string();
+    let widths: Vec<usize> = cols
+        .iter()
+        .zip(heads)
+        .map(|(c, h)| {
+            events
+                .iter()
+                .map(|e| cell(e, c).chars().count())
+                .max()
+                .unwrap_or(0)
+                .max(h.len())
+        })
+        .collect();
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    writeln!(
+        out,
+        "{}",
+        line(heads.iter().map(|h| h.to_string()).collect())
+    )?;
+    for e in events {
+        writeln!(out, "{}", line(cols.iter().map(|c| cell(e, c)).collect()))?;
+    }
+    if events.is_empty() {
+        writeln!(out, "(no events)")?;
+    }
+    Ok(())
+}
+
+/// Flags of `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    #[command(flatten)]
+    filters: FilterArgs,
+    /// Bundle file to write.
+    #[arg(long, short = 'o')]
+    output: PathBuf,
+}
+
+/// `veritrail export`.
+pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
+    let client = Client::new(&args.server)?;
+    let mut resp = client.get("/v1/export", &args.filters.to_params()?)?;
+    let tmp = args.output.with_extension("partial");
+    let mut file =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let bytes = resp.copy_to(&mut file).context("downloading the bundle")?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, &args.output)
+        .with_context(|| format!("writing {}", args.output.display()))?;
+    let text = std::fs::read_to_string(&args.output)?;
+    let header: Value = text
+        .lines()
+        .next()
+        .map(serde_json::from_str)
+        .transpose()?
+        .unwrap_or(Value::Null);
+    eprintln!(
+        "wrote {} events ({bytes} bytes) to {}, proven against tree size {}",
+        header["count"],
+        args.output.display(),
+        header["tree_size"]
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,74 @@
+//! `veritrail`: the command line. It parses arguments and wires the library crates together.
+//!
+//! Exit codes: 0 success, 1 the check found problems (verify, fsck), 2 usage or runtime error.
+
+mod admin;
+mod bench;
+mod client;
+mod filters;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Veritrail: a tamper-evident audit trail.
+#[derive(Debug, Parser)]
+#[command(name = "veritrail", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service on the embedded store.
+    Serve(serve::ServeArgs),
+    /// Record one event (from flags, or JSON/NDJSON on stdin with `--stdin`).
+    Emit(client::EmitArgs),
+    /// Search events.
+    Query(client::QueryArgs),
+    /// Write an export bundle (events, inclusion proofs, signed checkpoint and manifest).
+    Export(client::ExportArgs),
+    /// Verify an export bundle offline with the log's verifier key.
+    Verify(admin::VerifyArgs),
+    /// Check a stopped server's data directory: re-hash everything, cross-check indexes.
+    Fsck(admin::DataDirArgs),
+    /// Rebuild the derived indexes of a stopped server's data directory from its log.
+    Reindex(admin::DataDirArgs),
+    /// The log's signing key.
+    Key {
+        #[command(subcommand)]
+        command: admin::KeyCommand,
+    },
+    /// Measure durable ingest and query latency.
+    Bench(bench::BenchArgs),
+}
+
+/// The data directory used when none is given.
+pub fn default_data_dir() -> PathBuf {
+    PathBuf::from("veritrail-data")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve::run(args),
+        Command::Emit(args) => client::emit(args),
+        Command::Query(args) => client::query(args),
+        Command::Export(args) => client::export(args),
+        Command::Verify(args) => admin::verify(args),
+        Command::Fsck(args) => admin::fsck(args),
+        Command::Reindex(args) => admin::reindex(args),
+        Command::Key { command } => admin::key(command),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

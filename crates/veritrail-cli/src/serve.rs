@@ -1,0 +1,193 @@
+//! `veritrail serve`: settings from flags, `VERITRAIL_*` variables and a TOML file (in that
+//! order of precedence), then the embedded store and the HTTP API.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use serde::Deserialize;
+use veritrail_server::{ApiConfig, AppState};
+use veritrail_store::embedded::{EmbeddedConfig, EmbeddedStore};
+use veritrail_store::log::LogConfig;
+use veritrail_store::Store;
+
+/// Flags of `serve`; each also reads a `VERITRAIL_*` variable.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Directory of the embedded store [default: ./veritrail-data].
+    #[arg(long, env = "VERITRAIL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "VERITRAIL_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// A TOML file with any of these settings (snake_case keys).
+    #[arg(long, env = "VERITRAIL_CONFIG")]
+    config: Option<PathBuf>,
+    /// Checkpoint origins are `<prefix>/<tenant>`; also the signing key's name [default: veritrail].
+    #[arg(long, env = "VERITRAIL_ORIGIN_PREFIX")]
+    origin_prefix: Option<String>,
+    /// Sign a checkpoint at most this often while the log grows [default: 1000].
+    #[arg(long, env = "VERITRAIL_CHECKPOINT_INTERVAL_MS")]
+    checkpoint_interval_ms: Option<u64>,
+    /// Start a new segment file after this many MiB [default: 64].
+    #[arg(long, env = "VERITRAIL_SEGMENT_MIB")]
+    segment_mib: Option<u64>,
+    /// Events waiting for the disk beyond which requests get 429 [default: 100000].
+    #[arg(long, env = "VERITRAIL_MAX_QUEUED_EVENTS")]
+    max_queued_events: Option<usize>,
+    /// Largest request body in bytes [default: 5242880].
+    #[arg(long, env = "VERITRAIL_MAX_BODY_BYTES")]
+    max_body_bytes: Option<usize>,
+    /// Most events in one request [default: 1000].
+    #[arg(long, env = "VERITRAIL_MAX_EVENTS_PER_REQUEST")]
+    max_events_per_request: Option<usize>,
+}
+
+/// The TOML file's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    origin_prefix: Option<String>,
+    checkpoint_interval_ms: Option<u64>,
+    segment_mib: Option<u64>,
+    max_queued_events: Option<usize>,
+    max_body_bytes: Option<usize>,
+    max_events_per_request: Option<usize>,
+}
+
+/// Resolved settings.
+struct Settings {
+    listen: SocketAddr,
+    store: EmbeddedConfig,
+    api: ApiConfig,
+}
+
+fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
+    let file: FileSettings = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+        }
+        None => FileSettings::default(),
+    };
+    let log_defaults = LogConfig::default();
+    let api_defaults = ApiConfig::default();
+    let segment_mib = args
+        .segment_mib
+        .or(file.segment_mib)
+        .unwrap_or(log_defaults.segment_bytes >> 20);
+    anyhow::ensure!(segment_mib >= 1, "segment_mib must be at least 1");
+    let interval_ms = args
+        .checkpoint_interval_ms
+        .or(file.checkpoint_interval_ms)
+        .unwrap_or(1000);
+    anyhow::ensure!(
+        interval_ms >= 10,
+        "checkpoint_interval_ms must be at least 10"
+    );
+    Ok(Settings {
+        listen: args
+            .listen
+            .or(file.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+        store: EmbeddedConfig {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(crate::default_data_dir),
+            log: LogConfig {
+                segment_bytes: segment_mib << 20,
+                max_queued_events: args
+                    .max_queued_events
+                    .or(file.max_queued_events)
+                    .unwrap_or(log_defaults.max_queued_events),
+                ..log_defaults
+            },
+            origin_prefix: args
+                .origin_prefix
+                .or(file.origin_prefix)
+                .unwrap_or_else(|| "veritrail".into()),
+        },
+        api: ApiConfig {
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(api_defaults.max_body_bytes),
+            max_events_per_request: args
+                .max_events_per_request
+                .or(file.max_events_per_request)
+                .unwrap_or(api_defaults.max_events_per_request),
+            checkpoint_interval: Duration::from_millis(interval_ms),
+            ..api_defaults
+        },
+    })
+}
+
+/// Initializes logging to stderr (`RUST_LOG` adjusts the level).
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let settings = resolve(args)?;
+    veritrail_server::observe::install_metrics();
+    let data_dir = settings.store.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let signer =
+        veritrail_store::keys::load_or_create_signer(&data_dir, &settings.store.origin_prefix)?;
+    tracing::info!(data_dir = %data_dir.display(), "opening the store (recovering if needed)");
+    let store =
+        Arc::new(EmbeddedStore::open(settings.store, signer.clone()).context("opening the store")?);
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let state = Arc::new(AppState {
+        store: store.clone(),
+        signer,
+        config: settings.api,
+    });
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(settings.listen)
+            .await
+            .with_context(|| format!("listening on {}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        println!("veritrail listening on http://{addr}");
+        tracing::info!(%addr, vkey = %state.signer.vkey(), "serving");
+        veritrail_server::spawn_checkpointer(state.clone());
+        axum::serve(listener, veritrail_server::router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .context("serving HTTP")
+    });
+    tracing::info!("shutting down: finishing queued writes");
+    store.close();
+    served.map(|()| ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}

@@ -1,0 +1,619 @@
+//! The audit event (PRODUCT §1): parsing, per-field validation, normalization and the leaf record.
+//!
+//! Parsing is done by hand over a JSON object rather than with `#[derive(Deserialize)]` so that
+//! every problem is reported at once and names its field ("`event_outcome`: must be one of
+//! success, failure, pending"), which is what a producer debugging a rejected batch needs.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Map, Value};
+use std::fmt;
+use uuid::Uuid;
+
+use crate::canonical::{self, CanonicalError};
+
+/// Version of the leaf record layout; part of the hashed bytes (`"v"`).
+pub const LEAF_VERSION: u64 = 1;
+/// Default retention: seven years.
+pub const DEFAULT_RETENTION_DAYS: u32 = 2555;
+/// Largest accepted `event_data`, measured on its canonical bytes.
+pub const MAX_EVENT_DATA_BYTES: usize = 256 * 1024;
+/// Deepest accepted nesting of `event_data` (the object itself is depth 1).
+pub const MAX_EVENT_DATA_DEPTH: usize = 32;
+/// Outcomes an event may report.
+pub const OUTCOMES: [&str; 3] = ["success", "failure", "pending"];
+
+/// One problem with one field of an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The field's name (`event_data.x` for nested problems, `(event)` for the whole event).
+    pub field: String,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+/// Every problem found in one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventError(pub Vec<FieldError>);
+
+impl fmt::Display for EventError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "`{}`: {}", e.field, e.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for EventError {}
+
+/// A validated, normalized audit event, as the producer described it (server fields excluded).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    pub event_id: Uuid,
+    pub version: String,
+    pub event_timestamp: DateTime<Utc>,
+    pub event_type: String,
+    pub event_category: String,
+    pub event_action: String,
+    pub event_outcome: String,
+    pub actor_type: String,
+    pub actor_id: String,
+    pub actor_ip: Option<String>,
+    pub resource_type: String,
+    pub resource_id: Option<String>,
+    pub resource_name: Option<String>,
+    pub correlation_id: Option<String>,
+    pub parent_event_id: Option<Uuid>,
+    pub parent_event_date: Option<DateTime<Utc>>,
+    pub trace_id: Option<String>,
+    pub span_id: Option<String>,
+    pub namespace: Option<String>,
+    pub cluster_id: Option<String>,
+    pub severity: Option<String>,
+    pub duration_ms: Option<i64>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub event_data: Map<String, Value>,
+    pub is_sensitive: bool,
+    pub retention_days: u32,
+    pub producer_id: Option<String>,
+    pub producer_seq: Option<u64>,
+}
+
+/// What a stored leaf commits to: the event plus the fields the server adds.
+///
+/// Its canonical bytes (RFC 8785 of [`Record::to_value`]) are the Merkle leaf input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub tenant: String,
+    pub ingested_at: DateTime<Utc>,
+    pub event: Event,
+}
+
+/// Formats a timestamp the one way Veritrail stores it: UTC, microseconds, `Z`.
+pub fn format_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Parses an RFC 3339 timestamp and truncates it to the microsecond.
+pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    let t = DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc);
+    DateTime::from_timestamp_micros(t.timestamp_micros())
+}
+
+/// Collects field errors while an event is read.
+struct Reader<'a> {
+    map: &'a Map<String, Value>,
+    errors: Vec<FieldError>,
+}
+
+impl<'a> Reader<'a> {
+    fn error(&mut self, field: &str, message: impl Into<String>) {
+        self.errors.push(FieldError {
+            field: field.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// An optional string of at most `max` characters; `null` counts as absent.
+    fn string(&mut self, field: &str, max: usize) -> Option<String> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if s.is_empty() => {
+                self.error(field, "must not be empty (omit the field instead)");
+                None
+            }
+            Some(Value::String(s)) if s.chars().count() > max => {
+                self.error(field, format!("is longer than {max} characters"));
+                None
+            }
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(other) => {
+                self.error(field, format!("must be a string, not {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn required_string(&mut self, field: &str, max: usize) -> String {
+        if matches!(self.map.get(field), None | Some(Value::Null)) {
+            self.error(field, "is required");
+        }
+        self.string(field, max).unwrap_or_default()
+    }
+
+    fn time(&mut self, field: &str) -> Option<DateTime<Utc>> {
+        let s = self.string(field, 64)?;
+        let t = parse_time(&s);
+        if t.is_none() {
+            self.error(
+                field,
+                format!("`{s}` is not an RFC 3339 timestamp (e.g. 2025-12-13T02:00:00Z)"),
+            );
+        }
+        t
+    }
+
+    fn uuid(&mut self, field: &str) -> Option<Uuid> {
+        let s = self.string(field, 64)?;
+        let id = Uuid::try_parse(&s).ok();
+        if id.is_none() {
+            self.error(field, format!("`{s}` is not a UUID"));
+        }
+        id
+    }
+
+    fn integer(&mut self, field: &str, min: i64, max: i64) -> Option<i64> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.as_i64() {
+                Some(i) if (min..=max).contains(&i) => Some(i),
+                _ => {
+                    self.error(field, format!("must be an integer from {min} to {max}"));
+                    None
+                }
+            },
+            Some(other) => {
+                self.error(field, format!("must be an integer, not {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, field: &str) -> Option<bool> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(other) => {
+                self.error(field, format!("must be true or false, not {}", kind(other)));
+                None
+            }
+        }
+    }
+
+    fn event_data(&mut self) -> Map<String, Value> {
+        match self.map.get("event_data") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => {
+                if let Err(message) = check_payload(m) {
+                    self.error("event_data", message);
+                }
+                m.clone()
+            }
+            Some(other) => {
+                self.error(
+                    "event_data",
+                    format!("must be a JSON object, not {}", kind(other)),
+                );
+                Map::new()
+            }
+        }
+    }
+}
+
+/// Names a JSON value's type for error messages.
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// Checks `event_data` limits: nesting depth, exact numbers, canonical size.
+fn check_payload(m: &Map<String, Value>) -> Result<(), String> {
+    fn depth(v: &Value) -> usize {
+        match v {
+            Value::Array(a) => 1 + a.iter().map(depth).max().unwrap_or(0),
+            Value::Object(o) => 1 + o.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let d = 1 + m.values().map(depth).max().unwrap_or(0);
+    if d > MAX_EVENT_DATA_DEPTH {
+        return Err(format!(
+            "nests {d} levels deep; at most {MAX_EVENT_DATA_DEPTH} are allowed"
+        ));
+    }
+    let mut bytes = Vec::new();
+    for (k, v) in m {
+        bytes.clear();
+        canonical::write_value(v, &mut bytes).map_err(|e| format!("key `{k}`: {e}"))?;
+    }
+    let size = canonical::to_vec(&Value::Object(m.clone()))
+        .map_err(|e| e.to_string())?
+        .len();
+    if size > MAX_EVENT_DATA_BYTES {
+        return Err(format!(
+            "is {size} bytes; at most {MAX_EVENT_DATA_BYTES} are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Fields an event may carry; anything else is rejected so that a typo is never silently lost.
+const KNOWN_FIELDS: [&str; 29] = [
+    "event_id",
+    "version",
+    "event_timestamp",
+    "event_type",
+    "event_category",
+    "event_action",
+    "event_outcome",
+    "actor_type",
+    "actor_id",
+    "actor_ip",
+    "resource_type",
+    "resource_id",
+    "resource_name",
+    "correlation_id",
+    "parent_event_id",
+    "parent_event_date",
+    "trace_id",
+    "span_id",
+    "namespace",
+    "cluster_id",
+    "severity",
+    "duration_ms",
+    "error_code",
+    "error_message",
+    "event_data",
+    "is_sensitive",
+    "retention_days",
+    "producer_id",
+    "producer_seq",
+];
+
+fn check_event_type(t: &str) -> Result<(), String> {
+    let ok_chars = t
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "._-:/".contains(c));
+    if !ok_chars || t.starts_with('.') || t.ends_with('.') || t.contains("..") {
+        return Err(format!(
+            "`{t}` is not a dotted name such as `aianalysis.analysis.completed` (letters, digits, . _ - : /)"
+        ));
+    }
+    Ok(())
+}
+
+impl Event {
+    /// Reads and validates one event from a JSON value.
+    ///
+    /// A missing `event_id` is filled in with `new_id()` (the server passes a UUIDv7 source);
+    /// missing actor and resource fields get Kubernaut's defaults.
+    pub fn from_json(value: &Value, new_id: impl FnOnce() -> Uuid) -> Result<Event, EventError> {
+        let Value::Object(map) = value else {
+            return Err(EventError(vec![FieldError {
+                field: "(event)".into(),
+                message: format!("must be a JSON object, not {}", kind(value)),
+            }]));
+        };
+        let mut r = Reader {
+            map,
+            errors: Vec::new(),
+        };
+        for key in map.keys() {
+            if !KNOWN_FIELDS.contains(&key.as_str()) {
+                r.error(
+                    key,
+                    "is not a field of an audit event (put custom data in `event_data`)",
+                );
+            }
+        }
+        let event_type = r.required_string("event_type", 100);
+        if !event_type.is_empty() {
+            if let Err(m) = check_event_type(&event_type) {
+                r.error("event_type", m);
+            }
+        }
+        let event_timestamp = match r.map.get("event_timestamp") {
+            None | Some(Value::Null) => {
+                r.error("event_timestamp", "is required");
+                None
+            }
+            Some(_) => r.time("event_timestamp"),
+        };
+        let event_category = r.required_string("event_category", 50);
+        let event_action = r.required_string("event_action", 50);
+        let event_outcome = r.required_string("event_outcome", 16);
+        if !event_outcome.is_empty() && !OUTCOMES.contains(&event_outcome.as_str()) {
+            r.error(
+                "event_outcome",
+                format!("`{event_outcome}` must be one of success, failure, pending"),
+            );
+        }
+        let correlation_id = r.string("correlation_id", 255);
+        let actor_type = r
+            .string("actor_type", 64)
+            .unwrap_or_else(|| "service".into());
+        let actor_id = r
+            .string("actor_id", 255)
+            .unwrap_or_else(|| format!("{event_category}-service"));
+        let resource_type = r
+            .string("resource_type", 255)
+            .unwrap_or_else(|| event_category.clone());
+        let resource_id = r
+            .string("resource_id", 255)
+            .or_else(|| correlation_id.clone());
+        let retention_days = r.integer("retention_days", 1, 36_500);
+        let producer_seq = r.integer("producer_seq", 0, i64::MAX);
+        let event = Event {
+            event_id: r.uuid("event_id").unwrap_or_else(new_id),
+            version: r.string("version", 20).unwrap_or_else(|| "1.0".into()),
+            event_timestamp: event_timestamp.unwrap_or_default(),
+            event_type,
+            event_category,
+            event_action,
+            event_outcome,
+            actor_type,
+            actor_id,
+            actor_ip: r.string("actor_ip", 45),
+            resource_type,
+            resource_id,
+            resource_name: r.string("resource_name", 1024),
+            correlation_id,
+            parent_event_id: r.uuid("parent_event_id"),
+            parent_event_date: r.time("parent_event_date"),
+            trace_id: r.string("trace_id", 64),
+            span_id: r.string("span_id", 32),
+            namespace: r.string("namespace", 253),
+            cluster_id: r.string("cluster_id", 255),
+            severity: r.string("severity", 32),
+            duration_ms: r.integer("duration_ms", 0, i64::MAX),
+            error_code: r.string("error_code", 255),
+            error_message: r.string("error_message", 8192),
+            event_data: r.event_data(),
+            is_sensitive: r.boolean("is_sensitive").unwrap_or(false),
+            // The ranges checked above make these conversions lossless.
+            retention_days: retention_days.map_or(DEFAULT_RETENTION_DAYS, |d| d as u32),
+            producer_seq: producer_seq.map(|s| s as u64),
+            producer_id: r.string("producer_id", 255),
+        };
+        if r.errors.is_empty() {
+            Ok(event)
+        } else {
+            Err(EventError(r.errors))
+        }
+    }
+
+    /// The normalized JSON form: every field present, absent optionals omitted.
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Value| {
+            m.insert(k.to_string(), v);
+        };
+        put("event_id", self.event_id.to_string().into());
+        put("version", self.version.clone().into());
+        put("event_timestamp", format_time(&self.event_timestamp).into());
+        put("event_type", self.event_type.clone().into());
+        put("event_category", self.event_category.clone().into());
+        put("event_action", self.event_action.clone().into());
+        put("event_outcome", self.event_outcome.clone().into());
+        put("actor_type", self.actor_type.clone().into());
+        put("actor_id", self.actor_id.clone().into());
+        put("resource_type", self.resource_type.clone().into());
+        put("event_data", Value::Object(self.event_data.clone()));
+        put("is_sensitive", self.is_sensitive.into());
+        put("retention_days", self.retention_days.into());
+        let optional = [
+            ("actor_ip", &self.actor_ip),
+            ("resource_id", &self.resource_id),
+            ("resource_name", &self.resource_name),
+            ("correlation_id", &self.correlation_id),
+            ("trace_id", &self.trace_id),
+            ("span_id", &self.span_id),
+            ("namespace", &self.namespace),
+            ("cluster_id", &self.cluster_id),
+            ("severity", &self.severity),
+            ("error_code", &self.error_code),
+            ("error_message", &self.error_message),
+            ("producer_id", &self.producer_id),
+        ];
+        for (k, v) in optional {
+            if let Some(v) = v {
+                put(k, v.clone().into());
+            }
+        }
+        if let Some(id) = self.parent_event_id {
+            put("parent_event_id", id.to_string().into());
+        }
+        if let Some(t) = &self.parent_event_date {
+            put("parent_event_date", format_time(t).into());
+        }
+        if let Some(d) = self.duration_ms {
+            put("duration_ms", d.into());
+        }
+        if let Some(s) = self.producer_seq {
+            put("producer_seq", s.into());
+        }
+        m.into()
+    }
+
+    /// Canonical bytes of the event alone; equal bytes mean "the same content" for idempotency.
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, CanonicalError> {
+        canonical::to_vec(&self.to_value())
+    }
+
+    /// Returns the value of a top-level field by its JSON name, for filters and indexes.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        let s = match name {
+            "event_type" => &self.event_type,
+            "event_category" => &self.event_category,
+            "event_action" => &self.event_action,
+            "event_outcome" => &self.event_outcome,
+            "actor_type" => &self.actor_type,
+            "actor_id" => &self.actor_id,
+            "resource_type" => &self.resource_type,
+            "resource_id" => return self.resource_id.as_deref(),
+            "correlation_id" => return self.correlation_id.as_deref(),
+            "namespace" => return self.namespace.as_deref(),
+            "cluster_id" => return self.cluster_id.as_deref(),
+            "severity" => return self.severity.as_deref(),
+            "producer_id" => return self.producer_id.as_deref(),
+            _ => return None,
+        };
+        Some(s)
+    }
+}
+
+/// Why stored bytes do not decode to a record.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("record is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("record layout: {0}")]
+    Layout(String),
+    #[error("record event: {0}")]
+    Event(#[from] EventError),
+}
+
+impl Record {
+    /// The leaf document: `{"v":1,"tenant":…,"ingested_at":…,"event":{…}}`.
+    pub fn to_value(&self) -> Value {
+        let mut m = Map::new();
+        m.insert("v".into(), LEAF_VERSION.into());
+        m.insert("tenant".into(), self.tenant.clone().into());
+        m.insert("ingested_at".into(), format_time(&self.ingested_at).into());
+        m.insert("event".into(), self.event.to_value());
+        m.into()
+    }
+
+    /// The Merkle leaf input: RFC 8785 canonical bytes of [`Record::to_value`].
+    pub fn canonical_bytes(&self) -> Result<Vec<u8>, CanonicalError> {
+        canonical::to_vec(&self.to_value())
+    }
+
+    /// Decodes a leaf document (as stored, or as found in an export bundle).
+    pub fn from_value(v: &Value) -> Result<Record, RecordError> {
+        let layout = |m: &str| RecordError::Layout(m.to_string());
+        let obj = v.as_object().ok_or_else(|| layout("not an object"))?;
+        if obj.len() != 4 || obj.get("v").and_then(Value::as_u64) != Some(LEAF_VERSION) {
+            return Err(layout("expected exactly v=1, tenant, ingested_at, event"));
+        }
+        let tenant = obj
+            .get("tenant")
+            .and_then(Value::as_str)
+            .ok_or_else(|| layout("tenant"))?;
+        let ingested_at = obj
+            .get("ingested_at")
+            .and_then(Value::as_str)
+            .and_then(parse_time)
+            .ok_or_else(|| layout("ingested_at"))?;
+        let event_value = obj.get("event").ok_or_else(|| layout("event"))?;
+        let event = Event::from_json(event_value, Uuid::nil)?;
+        if event_value.get("event_id").is_none() {
+            return Err(layout("event.event_id missing"));
+        }
+        Ok(Record {
+            tenant: tenant.to_string(),
+            ingested_at,
+            event,
+        })
+    }
+
+    /// Decodes canonical bytes read back from storage.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Record, RecordError> {
+        Record::from_value(&serde_json::from_slice(bytes)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn minimal() -> Value {
+        json!({
+            "event_type": "aianalysis.analysis.completed",
+            "event_timestamp": "2025-12-13T02:00:00.123456789+01:00",
+            "event_category": "analysis",
+            "event_action": "completed",
+            "event_outcome": "success",
+            "correlation_id": "rr-2025-001",
+            "event_data": {"confidence": 0.93}
+        })
+    }
+
+    #[test]
+    fn defaults_follow_kubernaut() {
+        let e = Event::from_json(&minimal(), Uuid::now_v7).expect("valid");
+        assert_eq!(e.actor_type, "service");
+        assert_eq!(e.actor_id, "analysis-service");
+        assert_eq!(e.resource_type, "analysis");
+        assert_eq!(e.resource_id.as_deref(), Some("rr-2025-001"));
+        assert_eq!(e.retention_days, DEFAULT_RETENTION_DAYS);
+        assert_eq!(
+            format_time(&e.event_timestamp),
+            "2025-12-13T01:00:00.123456Z"
+        );
+    }
+
+    #[test]
+    fn every_problem_is_named_by_field() {
+        let mut v = minimal();
+        v["event_outcome"] = json!("maybe");
+        v["duration_ms"] = json!("fast");
+        v["colour"] = json!("red");
+        v.as_object_mut().expect("object").remove("event_action");
+        let err = Event::from_json(&v, Uuid::now_v7).expect_err("invalid");
+        let fields: Vec<&str> = err.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields.len(), 4, "{err}");
+        for f in ["event_outcome", "duration_ms", "colour", "event_action"] {
+            assert!(fields.contains(&f), "{f} not named in {err}");
+        }
+    }
+
+    #[test]
+    fn payload_limits_hold() {
+        let mut deep = json!(1);
+        for _ in 0..=MAX_EVENT_DATA_DEPTH {
+            deep = json!({ "d": deep });
+        }
+        let mut v = minimal();
+        v["event_data"] = deep;
+        assert!(Event::from_json(&v, Uuid::now_v7).is_err());
+        v["event_data"] = json!({"big": "x".repeat(MAX_EVENT_DATA_BYTES)});
+        assert!(Event::from_json(&v, Uuid::now_v7).is_err());
+        v["event_data"] = json!({"n": 18014398509481984u64});
+        assert!(Event::from_json(&v, Uuid::now_v7).is_err());
+    }
+
+    #[test]
+    fn record_round_trips_through_canonical_bytes() {
+        let event = Event::from_json(&minimal(), Uuid::now_v7).expect("valid");
+        let rec = Record {
+            tenant: "default".into(),
+            ingested_at: Utc::now(),
+            event,
+        };
+        let rec = Record::from_bytes(&rec.canonical_bytes().expect("bytes")).expect("decodes");
+        let bytes = rec.canonical_bytes().expect("bytes");
+        assert_eq!(Record::from_bytes(&bytes).expect("decodes"), rec);
+    }
+}

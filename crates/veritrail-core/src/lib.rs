@@ -1,0 +1,12 @@
+//! Veritrail's core: everything that decides what bytes mean, and nothing that touches a disk or a socket.
+//!
+//! The offline verifier needs only this crate.
+
+pub mod bundle;
+pub mod canonical;
+pub mod checkpoint;
+pub mod event;
+pub mod hash;
+pub mod merkle;
+pub mod note;
+pub mod query;

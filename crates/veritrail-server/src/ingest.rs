@@ -1,0 +1,156 @@
+//! `POST /v1/events`: one event, a JSON array, or NDJSON; atomic; acknowledged after fsync.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde_json::{json, Value};
+use uuid::Uuid;
+use veritrail_core::event::Event;
+use veritrail_core::hash::to_b64;
+
+use crate::problem::Problem;
+use crate::{AppState, DEFAULT_TENANT};
+
+/// Handles an ingest request.
+pub async fn post_events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, Problem> {
+    let started = Instant::now();
+    let result = ingest(&state, &headers, body).await;
+    match &result {
+        Ok((n, _)) => {
+            metrics::counter!("veritrail_ingest_requests_total").increment(1);
+            metrics::counter!("veritrail_ingest_events_total").increment(*n as u64);
+            metrics::histogram!("veritrail_ingest_seconds").record(started.elapsed().as_secs_f64());
+        }
+        Err(p) => metrics::counter!("veritrail_rejects_total", "reason" => p.reason()).increment(1),
+    }
+    result.map(|(_, v)| Json(v))
+}
+
+async fn ingest(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(usize, Value), Problem> {
+    let limit = state.config.max_body_bytes;
+    let bytes = to_bytes(body, limit).await.map_err(|_| {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Request too large",
+            format!("the body exceeds {limit} bytes"),
+        )
+    })?;
+    let values = split_body(headers, &bytes)?;
+    let max = state.config.max_events_per_request;
+    if values.is_empty() {
+        return Err(Problem::bad_request("the request holds no events"));
+    }
+    if values.len() > max {
+        return Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "Too many events",
+            format!(
+                "{} events in one request; at most {max} are allowed",
+                values.len()
+            ),
+        ));
+    }
+    let events = validate(&values)?;
+    let n = events.len();
+    let pending = state.store.append(DEFAULT_TENANT, events)?;
+    let appended = pending.await.map_err(|_| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Shutting down",
+            "the writer stopped",
+        )
+    })??;
+    let receipts: Vec<Value> = appended
+        .receipts
+        .iter()
+        .map(|r| json!({"event_id": r.event_id, "seq": r.seq, "leaf_hash": to_b64(&r.leaf_hash)}))
+        .collect();
+    Ok((
+        n,
+        json!({"receipts": receipts, "tree_size": appended.tree_size}),
+    ))
+}
+
+/// Splits the body into event values according to its media type.
+fn split_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Vec<Value>, Problem> {
+    let media = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_else(|| "application/json".into());
+    match media.as_str() {
+        "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+            let text = std::str::from_utf8(bytes)
+                .map_err(|_| Problem::bad_request("the body is not UTF-8"))?;
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| {
+                    serde_json::from_str(l).map_err(|e| {
+                        Problem::bad_request(format!("line {}: malformed JSON: {e}", i + 1))
+                    })
+                })
+                .collect()
+        }
+        "application/json" | "" => match serde_json::from_slice(bytes) {
+            Ok(Value::Array(items)) => Ok(items),
+            Ok(v) => Ok(vec![v]),
+            Err(e) => Err(Problem::bad_request(format!("malformed JSON: {e}"))),
+        },
+        other => Err(Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported media type",
+            format!("`{other}` is not accepted; send application/json or application/x-ndjson"),
+        )),
+    }
+}
+
+/// Validates every event; on failure names every bad field of every bad event.
+fn validate(values: &[Value]) -> Result<Vec<Event>, Problem> {
+    let mut events = Vec::with_capacity(values.len());
+    let mut errors = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        match Event::from_json(v, Uuid::now_v7) {
+            Ok(e) => events.push(e),
+            Err(err) => {
+                for f in err.0 {
+                    errors.push(json!({"index": i, "field": f.field, "message": f.message}));
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        return Ok(events);
+    }
+    let first = &errors[0];
+    let detail = format!(
+        "event {} is invalid: `{}` {}{}; nothing was stored",
+        first["index"],
+        first["field"].as_str().unwrap_or(""),
+        first["message"].as_str().unwrap_or(""),
+        if errors.len() > 1 {
+            format!(" (and {} more problems, see `errors`)", errors.len() - 1)
+        } else {
+            String::new()
+        }
+    );
+    Err(Problem::bad_request(detail).with("errors", Value::Array(errors)))
+}

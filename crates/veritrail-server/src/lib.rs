@@ -1,0 +1,113 @@
+//! Veritrail's HTTP API: thin axum handlers over [`veritrail_store::Store`].
+//!
+//! Handlers parse and validate input, call the store (blocking reads run on the blocking pool),
+//! and render JSON; every error is an RFC 7807 problem (see [`problem`]).
+
+pub mod ingest;
+pub mod observe;
+pub mod problem;
+pub mod proofs;
+pub mod read;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::{get, post};
+use axum::Router;
+use veritrail_core::note::NoteSigner;
+use veritrail_store::Store;
+
+/// The tenant every request uses until authentication assigns one.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Limits and intervals of the API.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Most events in one request.
+    pub max_events_per_request: usize,
+    /// How often a checkpoint is signed while the log grows.
+    pub checkpoint_interval: Duration,
+    /// Most events one export bundle may hold.
+    pub max_export_events: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            max_body_bytes: 5 << 20,
+            max_events_per_request: 1000,
+            checkpoint_interval: Duration::from_secs(1),
+            max_export_events: 100_000,
+        }
+    }
+}
+
+/// Shared state of every handler.
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    /// Signs export manifests with the log key.
+    pub signer: NoteSigner,
+    pub config: ApiConfig,
+}
+
+/// Runs blocking store work off the async runtime.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, problem::Problem> + Send + 'static,
+) -> Result<T, problem::Problem> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        problem::Problem::new(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error",
+            e.to_string(),
+        )
+    })?
+}
+
+/// The whole API.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route(
+            "/v1/events",
+            post(ingest::post_events).get(read::list_events),
+        )
+        .route("/v1/events/{event_id}", get(read::get_event))
+        .route("/v1/correlations/{id}/timeline", get(read::timeline))
+        .route("/v1/checkpoint", get(proofs::checkpoint))
+        .route("/v1/key", get(proofs::key))
+        .route("/v1/proof/inclusion", get(proofs::inclusion))
+        .route("/v1/proof/consistency", get(proofs::consistency))
+        .route("/v1/export", get(proofs::export))
+        .route("/healthz", get(observe::healthz))
+        .route("/readyz", get(observe::readyz))
+        .route("/metrics", get(observe::metrics))
+        .fallback(observe::not_found)
+        .with_state(state)
+}
+
+/// Signs a checkpoint every `interval` while the log grows, so proofs are never far behind.
+pub fn spawn_checkpointer(state: Arc<AppState>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(state.config.checkpoint_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let store = state.store.clone();
+            let issued = tokio::task::spawn_blocking(move || {
+                for tenant in store.tenants() {
+                    match store.checkpoint(&tenant) {
+                        Ok(cp) => observe::record_checkpoint(&tenant, &cp),
+                        Err(e) => {
+                            tracing::error!(tenant, error = %e, "could not issue a checkpoint")
+                        }
+                    }
+                }
+            })
+            .await;
+            if issued.is_err() {
+                tracing::error!("the checkpoint task panicked");
+            }
+        }
+    })
+}

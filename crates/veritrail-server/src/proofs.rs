@@ -1,0 +1,229 @@
+//! Proof endpoints: signed checkpoints, the verifier key, inclusion and consistency proofs, and
+//! export bundles an auditor verifies offline.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+use veritrail_core::bundle::{self, ManifestEntry};
+use veritrail_core::hash::to_b64;
+use veritrail_core::query::Filter;
+use veritrail_store::{Order, QuerySpec};
+
+use crate::problem::Problem;
+use crate::{blocking, AppState, DEFAULT_TENANT};
+
+fn text(body: String) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body)
+}
+
+/// `GET /v1/checkpoint`: the latest signed checkpoint (C2SP signed note), fresh to the head.
+pub async fn checkpoint(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, Problem> {
+    let store = state.store.clone();
+    let cp = blocking(move || store.checkpoint(DEFAULT_TENANT).map_err(Problem::from)).await?;
+    crate::observe::record_checkpoint(DEFAULT_TENANT, &cp);
+    Ok(text(cp.note))
+}
+
+/// `GET /v1/key`: the verifier key (C2SP vkey) of the log's signing key.
+pub async fn key(State(state): State<Arc<AppState>>) -> impl IntoResponse {
+    text(format!("{}\n", state.signer.vkey()))
+}
+
+/// Query of `GET /v1/proof/inclusion`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionQuery {
+    event_id: Option<String>,
+    leaf_index: Option<u64>,
+    tree_size: Option<u64>,
+}
+
+/// `GET /v1/proof/inclusion?event_id=…|leaf_index=…[&tree_size=…]`. Without `tree_size` the
+/// proof is against the latest checkpoint, which is returned too.
+pub async fn inclusion(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<InclusionQuery>,
+) -> Result<Json<Value>, Problem> {
+    let store = state.store.clone();
+    blocking(move || {
+        let index = match (&q.event_id, q.leaf_index) {
+            (Some(id), None) => {
+                let id = Uuid::try_parse(id)
+                    .map_err(|_| Problem::bad_request(format!("`{id}` is not a UUID")))?;
+                store
+                    .get(DEFAULT_TENANT, &id)?
+                    .ok_or_else(|| Problem::not_found(format!("no event with id {id}")))?
+                    .seq
+            }
+            (None, Some(i)) => i,
+            _ => {
+                return Err(Problem::bad_request(
+                    "give exactly one of `event_id` and `leaf_index`",
+                ))
+            }
+        };
+        let (size, note) = match q.tree_size {
+            Some(s) => (s, None),
+            None => {
+                let cp = store.checkpoint(DEFAULT_TENANT)?;
+                (cp.checkpoint.size, Some(cp.note))
+            }
+        };
+        if index >= size {
+            return Err(Problem::bad_request(format!(
+                "leaf {index} is not in the tree of size {size}; ask again with a later tree_size"
+            )));
+        }
+        let proof = store.inclusion_proof(DEFAULT_TENANT, index, size)?;
+        let leaf_hash = store.leaf_hash(DEFAULT_TENANT, index)?;
+        Ok(Json(json!({
+            "leaf_index": index,
+            "tree_size": size,
+            "leaf_hash": to_b64(&leaf_hash),
+            "proof": proof.iter().map(to_b64).collect::<Vec<_>>(),
+            "checkpoint": note,
+        })))
+    })
+    .await
+}
+
+/// Query of `GET /v1/proof/consistency`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    from: u64,
+    to: Option<u64>,
+}
+
+/// `GET /v1/proof/consistency?from=…[&to=…]` (`to` defaults to the latest checkpoint).
+pub async fn consistency(
+    State(state): State<Arc<AppState>>,
+    Query(q): Query<ConsistencyQuery>,
+) -> Result<Json<Value>, Problem> {
+    let store = state.store.clone();
+    blocking(move || {
+        let (to, note) = match q.to {
+            Some(t) => (t, None),
+            None => {
+                let cp = store.checkpoint(DEFAULT_TENANT)?;
+                (cp.checkpoint.size, Some(cp.note))
+            }
+        };
+        if q.from > to {
+            return Err(Problem::bad_request(format!(
+                "`from` ({}) is larger than `to` ({to})",
+                q.from
+            )));
+        }
+        let proof = store.consistency_proof(DEFAULT_TENANT, q.from, to)?;
+        Ok(Json(json!({
+            "from": q.from,
+            "to": to,
+            "proof": proof.iter().map(to_b64).collect::<Vec<_>>(),
+            "checkpoint": note,
+        })))
+    })
+    .await
+}
+
+/// `GET /v1/export?<filters>`: an NDJSON bundle (see `veritrail_core::bundle`) of every event
+/// matching the filters in the tree of the latest checkpoint, with inclusion proofs and a signed
+/// manifest of the leaves it holds, so that an auditor can verify it offline.
+pub async fn export(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<impl IntoResponse, Problem> {
+    let filter = Filter::from_pairs(
+        params.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        chrono::Utc::now(),
+    )
+    .map_err(|e| Problem::bad_request(e.to_string()))?;
+    let body = blocking(move || build_bundle(&state, &filter)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body))
+}
+
+fn build_bundle(state: &AppState, filter: &Filter) -> Result<String, Problem> {
+    let store = &state.store;
+    let cp = store.checkpoint(DEFAULT_TENANT)?;
+    let size = cp.checkpoint.size;
+    let mut events = Vec::new();
+    let mut cursor = None;
+    loop {
+        let spec = QuerySpec {
+            filter,
+            order: Order::Asc,
+            cursor,
+            limit: 1000,
+        };
+        let page = store.query(DEFAULT_TENANT, &spec)?;
+        events.extend(page.events.into_iter().filter(|e| e.seq < size));
+        if events.len() > state.config.max_export_events {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Export too large",
+                format!(
+                    "more than {} events match; narrow the filters (e.g. since/until)",
+                    state.config.max_export_events
+                ),
+            ));
+        }
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    events.sort_by_key(|e| e.seq);
+    let pairs = filter.to_pairs();
+    let entries: Vec<ManifestEntry> = events
+        .iter()
+        .map(|e| ManifestEntry {
+            leaf_index: e.seq,
+            leaf_hash: e.leaf_hash,
+        })
+        .collect();
+    let bad = |e: bundle::BundleError| Problem::bad_request(e.to_string());
+    let manifest = bundle::manifest_text(
+        &cp.checkpoint.origin,
+        size,
+        &cp.checkpoint.root,
+        &pairs,
+        &entries,
+    )
+    .map_err(bad)?;
+    let manifest_note = state.signer.sign(&manifest).map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Signing failed",
+            e.to_string(),
+        )
+    })?;
+    let mut out = bundle::header_line(
+        &cp.checkpoint.origin,
+        size,
+        events.len() as u64,
+        &pairs,
+        &cp.note,
+        &manifest_note,
+    )
+    .map_err(bad)?;
+    out.push('\n');
+    for e in &events {
+        let proof = store.inclusion_proof(DEFAULT_TENANT, e.seq, size)?;
+        // The leaf exactly as stored and hashed, not a re-rendering of it.
+        let leaf: Value = serde_json::from_slice(&e.bytes).map_err(|err| {
+            Problem::from(veritrail_store::StoreError::Damaged(format!(
+                "seq {}: {err}",
+                e.seq
+            )))
+        })?;
+        out.push_str(&bundle::event_line(e.seq, &e.leaf_hash, &leaf, &proof));
+        out.push('\n');
+    }
+    Ok(out)
+}

@@ -1,0 +1,68 @@
+//! Store errors: what went wrong, phrased for the operator who has to fix it.
+
+use uuid::Uuid;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Reading or writing a file failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// The derived-state database failed.
+    #[error("index database: {0}")]
+    Index(#[from] redb::Error),
+    /// A segment file is unusable.
+    #[error(transparent)]
+    Segment(#[from] crate::segment::SegmentError),
+    /// Stored data failed a check: the store refuses to serve or build on it.
+    #[error("damaged data: {0}")]
+    Damaged(String),
+    /// A client-supplied event id was already used for different content.
+    #[error("event {index} of the request: event_id {event_id} was already recorded with different content")]
+    Conflict { index: usize, event_id: Uuid },
+    /// The ingest queue is full; the caller should retry later.
+    #[error("ingest queue is full ({queued} events waiting); retry shortly")]
+    Overloaded { queued: usize },
+    /// An earlier write failure left the log in a state where appending is unsafe.
+    #[error("the log stopped accepting writes after a storage failure ({0}); restart after fixing the disk")]
+    Failed(String),
+    /// A request named a leaf or size the tree does not have.
+    #[error("{0}")]
+    OutOfRange(String),
+    /// Signing a checkpoint failed.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+    /// The store is shutting down.
+    #[error("the store is shutting down")]
+    Closed,
+}
+
+impl StoreError {
+    /// Wraps an I/O error with what was being done.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> StoreError {
+        let context = context.into();
+        move |source| StoreError::Io { context, source }
+    }
+}
+
+impl<E: std::fmt::Display> From<veritrail_core::merkle::ProofGenError<E>> for StoreError {
+    fn from(e: veritrail_core::merkle::ProofGenError<E>) -> StoreError {
+        use veritrail_core::merkle::ProofGenError as G;
+        match e {
+            G::Store(inner) => StoreError::Damaged(inner.to_string()),
+            other => StoreError::OutOfRange(other.to_string()),
+        }
+    }
+}
+
+impl From<crate::index::NodeError> for StoreError {
+    fn from(e: crate::index::NodeError) -> StoreError {
+        match e {
+            crate::index::NodeError::Db(db) => StoreError::Index(db),
+            missing => StoreError::Damaged(missing.to_string()),
+        }
+    }
+}

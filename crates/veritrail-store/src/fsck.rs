@@ -1,0 +1,275 @@
+//! Offline integrity check of one tenant's store: re-hash every record, rebuild the tree,
+//! compare it with the derived state and the latest signed checkpoint, and cross-check the
+//! indexes. Run with the server stopped (the index database is opened exclusively).
+
+use std::fs::File;
+use std::path::Path;
+
+use veritrail_core::event::Record;
+use veritrail_core::hash::{leaf_hash, to_b64};
+use veritrail_core::merkle::{self, Frontier};
+use veritrail_core::note::NoteVerifier;
+
+use crate::checkpoints::Checkpoints;
+use crate::error::StoreError;
+use crate::index::{Index, IndexReader, Pos, INDEXED_FIELDS};
+use crate::log::describe;
+use crate::recovery::list_segments;
+use crate::segment::{self, RawRecord, ReadOutcome, HEADER_LEN};
+
+/// What fsck found.
+#[derive(Debug, Default)]
+pub struct FsckReport {
+    pub events: u64,
+    pub segments: u32,
+    pub bytes: u64,
+    pub checkpoint_size: Option<u64>,
+    /// One line per problem, each naming the event or file concerned.
+    pub problems: Vec<String>,
+}
+
+impl FsckReport {
+    /// True when nothing is wrong.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Checks the tenant directory `dir`; `progress(bytes_done, bytes_total)` is called as it goes.
+pub fn check(
+    dir: &Path,
+    vkey: &NoteVerifier,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<FsckReport, StoreError> {
+    let log_dir = dir.join("log");
+    let index = Index::open(&dir.join("index.redb"))?;
+    let reader = index.reader()?;
+    let ordinals = list_segments(&log_dir)?;
+    let mut total = 0;
+    for o in &ordinals {
+        let path = log_dir.join(segment::file_name(*o));
+        total += std::fs::metadata(&path)
+            .map_err(StoreError::io(format!("reading {}", path.display())))?
+            .len();
+    }
+    let checkpoints = Checkpoints::open(&dir.join("checkpoints.log"))?;
+    let latest = checkpoints.latest();
+    let mut run = Run {
+        reader: &reader,
+        report: FsckReport::default(),
+        frontier: Frontier::new(),
+        cp_root: None,
+        fields: 0,
+    };
+    run.report.checkpoint_size = latest.as_ref().map(|c| c.checkpoint.size);
+    let cp_size = run.report.checkpoint_size;
+    let mut done = 0;
+    for ordinal in ordinals {
+        let path = log_dir.join(segment::file_name(ordinal));
+        let file =
+            File::open(&path).map_err(StoreError::io(format!("opening {}", path.display())))?;
+        let len = file
+            .metadata()
+            .map_err(StoreError::io("segment metadata"))?
+            .len();
+        run.report.segments += 1;
+        run.segment(&file, &path, ordinal, len, cp_size)?;
+        done += len;
+        progress(done, total);
+    }
+    run.report.bytes = total;
+    run.finish(&index, latest.map(|c| c.note), vkey)?;
+    Ok(run.report)
+}
+
+struct Run<'a> {
+    reader: &'a IndexReader,
+    report: FsckReport,
+    frontier: Frontier,
+    cp_root: Option<veritrail_core::hash::Hash>,
+    /// Secondary index entries the records call for.
+    fields: u64,
+}
+
+impl Run<'_> {
+    fn problem(&mut self, p: String) {
+        self.report.problems.push(p);
+    }
+
+    fn segment(
+        &mut self,
+        file: &File,
+        path: &Path,
+        ordinal: u32,
+        len: u64,
+        cp_size: Option<u64>,
+    ) -> Result<(), StoreError> {
+        match segment::read_header(file, path, ordinal) {
+            Ok(first) if first != self.frontier.size() => self.problem(format!(
+                "{}: starts at seq {first}, expected {}",
+                path.display(),
+                self.frontier.size()
+            )),
+            Ok(_) => {}
+            Err(e) => {
+                self.problem(e.to_string());
+                return Ok(());
+            }
+        }
+        let mut offset = HEADER_LEN;
+        loop {
+            if cp_size == Some(self.frontier.size()) && self.cp_root.is_none() {
+                self.cp_root = Some(self.frontier.root());
+            }
+            let io = StoreError::io(format!("reading {}", path.display()));
+            match segment::read_record(file, offset, len).map_err(io)? {
+                ReadOutcome::End => return Ok(()),
+                ReadOutcome::Record(raw, end) => {
+                    self.record(&raw, Pos { ordinal, offset }, None)?;
+                    offset = end;
+                }
+                ReadOutcome::BadChecksum(raw, end) => {
+                    self.record(&raw, Pos { ordinal, offset }, Some("its checksum fails"))?;
+                    offset = end;
+                }
+                ReadOutcome::Damaged(d) => {
+                    self.problem(format!(
+                        "{} offset {offset} (after seq {}): {}; the rest of this segment cannot be read",
+                        path.display(),
+                        self.frontier.size().wrapping_sub(1),
+                        describe(&d)
+                    ));
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Checks one record; `damage` is set when its checksum already failed.
+    fn record(
+        &mut self,
+        raw: &RawRecord,
+        pos: Pos,
+        damage: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let seq = self.frontier.size();
+        let decoded = Record::from_bytes(&raw.payload);
+        let name = match &decoded {
+            Ok(r) => format!("seq {seq} (event {})", r.event.event_id),
+            Err(_) => format!("seq {seq}"),
+        };
+        if raw.seq != seq {
+            self.problem(format!("{name}: the record says seq {}", raw.seq));
+        }
+        let leaf = leaf_hash(&raw.payload);
+        let mut nodes = self.reader.nodes()?;
+        let tree_leaf = nodes(0, seq).ok();
+        drop(nodes);
+        if let Some(why) = damage {
+            self.problem(format!(
+                "{name}: {why}: the stored event was altered or damaged"
+            ));
+        } else if tree_leaf.is_some_and(|t| t != leaf) {
+            self.problem(format!(
+                "{name}: the stored bytes do not match the tree's leaf hash: the event was altered"
+            ));
+        }
+        // Continue the tree with the leaf the log committed to, so one damaged event does not
+        // hide the state of every later one.
+        self.frontier
+            .append(tree_leaf.unwrap_or(leaf), |_, _, _| {});
+        match decoded {
+            Err(e) if damage.is_none() => self.problem(format!("{name}: does not decode: {e}")),
+            Err(_) => {}
+            Ok(r) => self.check_index(&name, &r, seq, pos)?,
+        }
+        self.report.events += 1;
+        Ok(())
+    }
+
+    fn check_index(
+        &mut self,
+        name: &str,
+        r: &Record,
+        seq: u64,
+        pos: Pos,
+    ) -> Result<(), StoreError> {
+        let e = &r.event;
+        self.fields += INDEXED_FIELDS
+            .iter()
+            .filter(|f| e.field(f).is_some())
+            .count() as u64;
+        if self.reader.seq_of(&e.event_id)? != Some(seq) {
+            self.problem(format!("{name}: the id index does not point at it"));
+        }
+        if self.reader.position(seq)? != Some(pos) {
+            self.problem(format!("{name}: the position index is wrong"));
+        }
+        if !self.reader.has_entries_for(e, seq)? {
+            self.problem(format!("{name}: secondary index entries are missing"));
+        }
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        index: &Index,
+        note: Option<String>,
+        vkey: &NoteVerifier,
+    ) -> Result<(), StoreError> {
+        let size = self.frontier.size();
+        if self.report.checkpoint_size == Some(size) && self.cp_root.is_none() {
+            self.cp_root = Some(self.frontier.root());
+        }
+        let indexed = index.indexed_size()?;
+        if indexed != size {
+            self.problem(format!(
+                "the index covers {indexed} events, the log holds {size}; run `veritrail reindex`"
+            ));
+        } else if size > 0 {
+            let mut nodes = self.reader.nodes()?;
+            let stored = merkle::root(size, &mut nodes);
+            if stored.ok() != Some(self.frontier.root()) {
+                self.problem(
+                    "the tree nodes in the index do not match the log; run `veritrail reindex`"
+                        .into(),
+                );
+            }
+        }
+        let counts = self.reader.entry_counts()?;
+        if counts.ids != size
+            || counts.pos != size
+            || counts.by_time != size
+            || counts.by_field != self.fields
+        {
+            self.problem(format!("index entry counts {counts:?} do not match the log ({size} events, {} field entries)", self.fields));
+        }
+        if let Some(note) = note {
+            self.check_checkpoint(&note, vkey);
+        }
+        Ok(())
+    }
+
+    fn check_checkpoint(&mut self, note: &str, vkey: &NoteVerifier) {
+        let cp = match veritrail_core::checkpoint::open_checkpoint(note, std::slice::from_ref(vkey))
+        {
+            Ok(cp) => cp,
+            Err(e) => {
+                return self.problem(format!(
+                    "the latest checkpoint does not verify with {}: {e}",
+                    vkey.vkey()
+                ))
+            }
+        };
+        match self.cp_root {
+            None => self.problem(format!("the latest checkpoint commits to {} events but the log holds {}", cp.size, self.frontier.size())),
+            Some(root) if root != cp.root => self.problem(format!(
+                "the log's first {} events hash to {} but the signed checkpoint says {}: the log was altered",
+                cp.size,
+                to_b64(&root),
+                to_b64(&cp.root)
+            )),
+            Some(_) => {}
+        }
+    }
+}

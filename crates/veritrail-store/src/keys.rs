@@ -1,0 +1,46 @@
+//! The log's Ed25519 signing key, created in the data directory on first start.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use veritrail_core::note::NoteSigner;
+
+use crate::error::StoreError;
+
+/// File name of the signing key inside the data directory.
+pub const SIGNING_KEY_FILE: &str = "signing.key";
+
+/// Loads the signing key from `data_dir`, or creates one named `name` (mode 0600).
+pub fn load_or_create_signer(data_dir: &Path, name: &str) -> Result<NoteSigner, StoreError> {
+    let path = data_dir.join(SIGNING_KEY_FILE);
+    if path.exists() {
+        return load_signer(data_dir);
+    }
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed)
+        .map_err(|e| StoreError::Checkpoint(format!("no randomness for a key: {e}")))?;
+    let signer = NoteSigner::new(name, &seed)
+        .map_err(|e| StoreError::Checkpoint(format!("key name `{name}`: {e}")))?;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(StoreError::io(format!("creating {}", path.display())))?;
+    let text = format!("{}\n", signer.to_signer_key());
+    file.write_all(text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(StoreError::io(format!("writing {}", path.display())))?;
+    tracing::info!(path = %path.display(), vkey = %signer.vkey(), "created the log signing key");
+    Ok(signer)
+}
+
+/// Loads the existing signing key from `data_dir`.
+pub fn load_signer(data_dir: &Path) -> Result<NoteSigner, StoreError> {
+    let path = data_dir.join(SIGNING_KEY_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(StoreError::io(format!("reading {}", path.display())))?;
+    NoteSigner::from_signer_key(text.trim())
+        .map_err(|e| StoreError::Checkpoint(format!("{}: {e}", path.display())))
+}

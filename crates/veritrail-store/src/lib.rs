@@ -1,0 +1,70 @@
+//! Veritrail's storage.
+//!
+//! [`Store`] is the one interface the server uses; [`embedded::EmbeddedStore`] implements it on
+//! local files: per tenant an append-only segment log (the source of truth), a redb database of
+//! derived state (indexes and Merkle nodes, rebuildable), and a signed-checkpoint history.
+
+pub mod checkpoints;
+pub mod embedded;
+pub mod error;
+pub mod fsck;
+pub mod index;
+pub mod keys;
+pub mod log;
+pub mod query;
+mod recovery;
+pub mod segment;
+
+pub use checkpoints::SignedCheckpoint;
+pub use error::StoreError;
+pub use log::{Appended, Head, Receipt, StoredEvent};
+pub use query::{Order, Page};
+
+use tokio::sync::oneshot;
+use uuid::Uuid;
+use veritrail_core::event::Event;
+use veritrail_core::hash::Hash;
+use veritrail_core::query::Filter;
+
+/// A durable append in flight: resolves once the events are fsync'd (or the append failed).
+pub type PendingAppend = oneshot::Receiver<Result<Appended, StoreError>>;
+
+/// One page of a query.
+#[derive(Debug, Clone)]
+pub struct QuerySpec<'a> {
+    pub filter: &'a Filter,
+    pub order: Order,
+    /// Continue after this position (from a previous page's `next_cursor`).
+    pub cursor: Option<index::SortKey>,
+    pub limit: usize,
+}
+
+/// What every storage engine provides. Reads are blocking (call them off the async runtime);
+/// appends are queued and resolved asynchronously so that concurrent requests share fsyncs.
+pub trait Store: Send + Sync + 'static {
+    /// Queues one atomic append of `events` to `tenant`'s log.
+    fn append(&self, tenant: &str, events: Vec<Event>) -> Result<PendingAppend, StoreError>;
+    /// The event with this id, verified against the tree.
+    fn get(&self, tenant: &str, id: &Uuid) -> Result<Option<StoredEvent>, StoreError>;
+    /// One page of events matching a filter.
+    fn query(&self, tenant: &str, spec: &QuerySpec<'_>) -> Result<Page, StoreError>;
+    /// The current tree head.
+    fn head(&self, tenant: &str) -> Result<Head, StoreError>;
+    /// The root of the tree at `size` (≤ the head).
+    fn root(&self, tenant: &str, size: u64) -> Result<Hash, StoreError>;
+    /// The hash of leaf `index`.
+    fn leaf_hash(&self, tenant: &str, index: u64) -> Result<Hash, StoreError>;
+    /// RFC 9162 inclusion proof of leaf `index` in the tree of `size` leaves.
+    fn inclusion_proof(&self, tenant: &str, index: u64, size: u64)
+        -> Result<Vec<Hash>, StoreError>;
+    /// RFC 9162 consistency proof from `old` to `new` leaves.
+    fn consistency_proof(&self, tenant: &str, old: u64, new: u64) -> Result<Vec<Hash>, StoreError>;
+    /// The latest signed checkpoint; one is issued first if the tree grew since the last.
+    fn checkpoint(&self, tenant: &str) -> Result<SignedCheckpoint, StoreError>;
+    /// Tenants that have a log.
+    fn tenants(&self) -> Vec<String>;
+    /// Events queued but not yet durable, over all tenants.
+    fn queue_depth(&self) -> usize;
+    /// Finishes queued work and makes derived state durable.
+    fn close(&self);
+}

@@ -1,0 +1,618 @@
+//! One tenant's log: the writer thread with group commit, startup recovery, and verified reads.
+//!
+//! Data flow of an append: the request is queued (bounded, see [`LogConfig::max_queued_events`]);
+//! the writer thread takes every request waiting, checks idempotency, encodes all new records
+//! into one buffer, writes it and `fdatasync`s once for the whole group; only then does it extend
+//! the Merkle frontier, update the derived state, publish the new head and answer the requests.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::oneshot;
+use uuid::Uuid;
+use veritrail_core::event::{Event, Record};
+use veritrail_core::hash::{leaf_hash, Hash};
+use veritrail_core::merkle::Frontier;
+
+use crate::error::StoreError;
+use crate::index::{Index, LeafEntry, Pos};
+use crate::segment::{self, Damage, ReadOutcome, RecordKind, HEADER_LEN};
+
+/// Tuning of one log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// A new segment is started once the current one is this large.
+    pub segment_bytes: u64,
+    /// Events waiting for the writer beyond which appends are refused (overload).
+    pub max_queued_events: usize,
+    /// Most events one group commit takes.
+    pub max_group_events: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            segment_bytes: 64 << 20,
+            max_queued_events: 100_000,
+            max_group_events: 20_000,
+        }
+    }
+}
+
+/// The receipt for one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub event_id: Uuid,
+    pub seq: u64,
+    pub leaf_hash: Hash,
+    /// True when the event id was already recorded with the same content.
+    pub duplicate: bool,
+}
+
+/// What an append returns once durable.
+#[derive(Debug, Clone)]
+pub struct Appended {
+    pub receipts: Vec<Receipt>,
+    /// A tree size that includes every receipt.
+    pub tree_size: u64,
+}
+
+/// An event as stored, checked against its checksum and its leaf hash.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub seq: u64,
+    pub leaf_hash: Hash,
+    pub record: Record,
+    /// The canonical bytes exactly as stored (the leaf input).
+    pub bytes: Vec<u8>,
+}
+
+/// The published state of the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub size: u64,
+    pub root: Hash,
+}
+
+/// A queued append and where to send its outcome.
+struct Request {
+    events: Vec<Event>,
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+}
+
+/// Open read handles of segment files.
+pub(crate) struct Segments {
+    dir: PathBuf,
+    files: RwLock<HashMap<u32, Arc<File>>>,
+}
+
+impl Segments {
+    fn file(&self, ordinal: u32) -> Result<Arc<File>, StoreError> {
+        if let Some(f) = self.files.read().map_err(|_| poisoned())?.get(&ordinal) {
+            return Ok(f.clone());
+        }
+        let path = self.dir.join(segment::file_name(ordinal));
+        let f = Arc::new(
+            File::open(&path).map_err(StoreError::io(format!("opening {}", path.display())))?,
+        );
+        self.files
+            .write()
+            .map_err(|_| poisoned())?
+            .insert(ordinal, f.clone());
+        Ok(f)
+    }
+
+    /// Reads the record at `pos`; damage is an error naming the place.
+    pub(crate) fn read(&self, pos: Pos) -> Result<segment::RawRecord, StoreError> {
+        let file = self.file(pos.ordinal)?;
+        let len = file
+            .metadata()
+            .map_err(StoreError::io("segment metadata"))?
+            .len();
+        let where_ = || {
+            format!(
+                "segment {} offset {}",
+                segment::file_name(pos.ordinal),
+                pos.offset
+            )
+        };
+        match segment::read_record(&file, pos.offset, len).map_err(StoreError::io(where_()))? {
+            ReadOutcome::Record(r, _) => Ok(r),
+            ReadOutcome::End => Err(StoreError::Damaged(format!(
+                "{}: record missing (log truncated?)",
+                where_()
+            ))),
+            ReadOutcome::BadChecksum(r, _) => Err(StoreError::Damaged(format!(
+                "{} (seq {}): checksum mismatch",
+                where_(),
+                r.seq
+            ))),
+            ReadOutcome::Damaged(d) => Err(StoreError::Damaged(format!(
+                "{}: {}",
+                where_(),
+                describe(&d)
+            ))),
+        }
+    }
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Failed("an internal lock was poisoned by a panic".into())
+}
+
+/// One tenant's log and everything derived from it.
+pub struct TenantLog {
+    tenant: String,
+    pub(crate) index: Arc<Index>,
+    pub(crate) segments: Arc<Segments>,
+    head: Arc<RwLock<Head>>,
+    queue: Mutex<Option<SyncSender<Request>>>,
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl TenantLog {
+    /// Opens the log in `dir` (creating it), recovers it and starts its writer thread.
+    pub fn open(dir: &Path, tenant: &str, config: LogConfig) -> Result<TenantLog, StoreError> {
+        let log_dir = dir.join("log");
+        std::fs::create_dir_all(&log_dir)
+            .map_err(StoreError::io(format!("creating {}", log_dir.display())))?;
+        let index = Arc::new(Index::open(&dir.join("index.redb"))?);
+        let segments = Arc::new(Segments {
+            dir: log_dir.clone(),
+            files: RwLock::new(HashMap::new()),
+        });
+        let recovered = crate::recovery::recover(&log_dir, &index, &segments, tenant)?;
+        let head = Arc::new(RwLock::new(Head {
+            size: recovered.frontier.size(),
+            root: recovered.frontier.root(),
+        }));
+        let (tx, rx) = sync_channel(1024);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let mut writer = Writer {
+            tenant: tenant.to_string(),
+            dir: log_dir,
+            file: recovered.file,
+            ordinal: recovered.ordinal,
+            seg_len: recovered.seg_len,
+            frontier: recovered.frontier,
+            index: index.clone(),
+            segments: segments.clone(),
+            head: head.clone(),
+            queued: queued.clone(),
+            config: config.clone(),
+            failed: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name(format!("veritrail-writer-{tenant}"))
+            .spawn(move || writer.run(rx))
+            .map_err(StoreError::io("starting the writer thread"))?;
+        Ok(TenantLog {
+            tenant: tenant.to_string(),
+            index,
+            segments,
+            head,
+            queue: Mutex::new(Some(tx)),
+            queued,
+            max_queued: config.max_queued_events,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// The tenant this log belongs to.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The latest published tree head.
+    pub fn head(&self) -> Head {
+        *self.head.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Events waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
+
+    /// Queues `events` for one atomic, durable append. The receiver resolves after fsync.
+    pub fn append(
+        &self,
+        events: Vec<Event>,
+    ) -> Result<oneshot::Receiver<Result<Appended, StoreError>>, StoreError> {
+        let n = events.len();
+        let before = self.queued.fetch_add(n, Ordering::AcqRel);
+        if before > 0 && before + n > self.max_queued {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            return Err(StoreError::Overloaded { queued: before });
+        }
+        let (reply, rx) = oneshot::channel();
+        let queue = self.queue.lock().map_err(|_| poisoned())?;
+        let sent = queue
+            .as_ref()
+            .map(|tx| tx.try_send(Request { events, reply }));
+        match sent {
+            Some(Ok(())) => Ok(rx),
+            Some(Err(std::sync::mpsc::TrySendError::Full(_))) => {
+                self.queued.fetch_sub(n, Ordering::AcqRel);
+                Err(StoreError::Overloaded { queued: before })
+            }
+            _ => {
+                self.queued.fetch_sub(n, Ordering::AcqRel);
+                Err(StoreError::Closed)
+            }
+        }
+    }
+
+    /// Reads and verifies the event at `seq` (checksum, then leaf hash against the tree).
+    pub fn read(
+        &self,
+        reader: &crate::index::IndexReader,
+        seq: u64,
+    ) -> Result<StoredEvent, StoreError> {
+        let pos = reader.position(seq)?.ok_or_else(|| {
+            StoreError::Damaged(format!("seq {seq}: no position in the derived state"))
+        })?;
+        let raw = self.segments.read(pos)?;
+        if raw.seq != seq {
+            return Err(StoreError::Damaged(format!(
+                "seq {seq}: the record at its position holds seq {}",
+                raw.seq
+            )));
+        }
+        let leaf = leaf_hash(&raw.payload);
+        let expected = reader.nodes()?(0, seq)?;
+        if leaf != expected {
+            return Err(StoreError::Damaged(format!(
+                "seq {seq}: stored bytes do not match the leaf hash in the tree"
+            )));
+        }
+        let record = Record::from_bytes(&raw.payload).map_err(|e| {
+            StoreError::Damaged(format!("seq {seq}: stored record does not decode: {e}"))
+        })?;
+        Ok(StoredEvent {
+            seq,
+            leaf_hash: leaf,
+            record,
+            bytes: raw.payload,
+        })
+    }
+
+    /// Stops the writer after it has finished queued work, and makes derived state durable.
+    pub fn close(&self) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.take();
+        }
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
+
+impl Drop for TenantLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// State owned by the writer thread.
+struct Writer {
+    tenant: String,
+    dir: PathBuf,
+    file: File,
+    ordinal: u32,
+    seg_len: u64,
+    frontier: Frontier,
+    index: Arc<Index>,
+    segments: Arc<Segments>,
+    head: Arc<RwLock<Head>>,
+    queued: Arc<AtomicUsize>,
+    config: LogConfig,
+    /// Set after a failure that makes further appends unsafe.
+    failed: Option<String>,
+}
+
+/// An event of the current group that is new to the log.
+struct NewLeaf {
+    event: Event,
+    event_bytes: Vec<u8>,
+    record_bytes: Vec<u8>,
+    leaf: Hash,
+}
+
+/// One request's plan within a group.
+struct Planned {
+    reply: oneshot::Sender<Result<Appended, StoreError>>,
+    receipts: Vec<Receipt>,
+}
+
+impl Writer {
+    fn run(&mut self, rx: Receiver<Request>) {
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            let mut n = group[0].events.len();
+            while n < self.config.max_group_events {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        n += r.events.len();
+                        group.push(r);
+                    }
+                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+                }
+            }
+            metrics::histogram!("veritrail_group_commit_events").record(n as f64);
+            self.commit_group(group);
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+        }
+        if let Err(e) = self.index.sync() {
+            tracing::error!(tenant = %self.tenant, error = %e, "could not make the derived state durable at shutdown");
+        }
+    }
+
+    fn commit_group(&mut self, group: Vec<Request>) {
+        if let Some(why) = &self.failed {
+            for r in group {
+                let _ = r.reply.send(Err(StoreError::Failed(why.clone())));
+            }
+            return;
+        }
+        let ingested_at = now_micros();
+        let mut new_leaves: Vec<NewLeaf> = Vec::new();
+        let mut planned = Vec::with_capacity(group.len());
+        for req in group {
+            match self.plan(req.events, ingested_at, &mut new_leaves) {
+                Ok(receipts) => planned.push(Planned {
+                    reply: req.reply,
+                    receipts,
+                }),
+                Err(e) => {
+                    let _ = req.reply.send(Err(e));
+                }
+            }
+        }
+        let result = if new_leaves.is_empty() {
+            Ok(())
+        } else {
+            self.persist(&new_leaves)
+        };
+        let tree_size = self.frontier.size();
+        for p in planned {
+            let outcome = match &result {
+                Ok(()) => Ok(Appended {
+                    receipts: p.receipts,
+                    tree_size,
+                }),
+                Err(e) => Err(StoreError::Failed(e.to_string())),
+            };
+            let _ = p.reply.send(outcome);
+        }
+    }
+
+    /// Assigns sequence numbers to one request's new events, or fails the whole request.
+    /// `group` holds the new leaves of earlier requests of this group; on success this
+    /// request's leaves are appended to it.
+    fn plan(
+        &self,
+        events: Vec<Event>,
+        ingested_at: DateTime<Utc>,
+        group: &mut Vec<NewLeaf>,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        let base = self.frontier.size() + group.len() as u64;
+        let reader = self.index.reader()?;
+        let mut mine: Vec<NewLeaf> = Vec::new();
+        let mut receipts = Vec::with_capacity(events.len());
+        for (i, event) in events.into_iter().enumerate() {
+            let event_bytes = event
+                .canonical_bytes()
+                .map_err(|e| StoreError::Damaged(e.to_string()))?;
+            let id = event.event_id;
+            let earlier = group
+                .iter()
+                .chain(mine.iter())
+                .enumerate()
+                .find(|(_, l)| l.event.event_id == id);
+            let existing = match earlier {
+                Some((k, l)) => Some((
+                    self.frontier.size() + k as u64,
+                    l.leaf,
+                    l.event_bytes.clone(),
+                )),
+                None => match reader.seq_of(&id)? {
+                    Some(seq) => {
+                        let stored = self.read_stored(&reader, seq)?;
+                        let bytes = stored
+                            .record
+                            .event
+                            .canonical_bytes()
+                            .map_err(|e| StoreError::Damaged(e.to_string()))?;
+                        Some((seq, stored.leaf_hash, bytes))
+                    }
+                    None => None,
+                },
+            };
+            match existing {
+                Some((seq, leaf, bytes)) if bytes == event_bytes => receipts.push(Receipt {
+                    event_id: id,
+                    seq,
+                    leaf_hash: leaf,
+                    duplicate: true,
+                }),
+                Some(_) => {
+                    return Err(StoreError::Conflict {
+                        index: i,
+                        event_id: id,
+                    })
+                }
+                None => {
+                    let record = Record {
+                        tenant: self.tenant.clone(),
+                        ingested_at,
+                        event,
+                    };
+                    let record_bytes = record
+                        .canonical_bytes()
+                        .map_err(|e| StoreError::Damaged(e.to_string()))?;
+                    let leaf = leaf_hash(&record_bytes);
+                    let seq = base + mine.len() as u64;
+                    receipts.push(Receipt {
+                        event_id: id,
+                        seq,
+                        leaf_hash: leaf,
+                        duplicate: false,
+                    });
+                    mine.push(NewLeaf {
+                        event: record.event,
+                        event_bytes,
+                        record_bytes,
+                        leaf,
+                    });
+                }
+            }
+        }
+        group.extend(mine);
+        Ok(receipts)
+    }
+
+    fn read_stored(
+        &self,
+        reader: &crate::index::IndexReader,
+        seq: u64,
+    ) -> Result<StoredEvent, StoreError> {
+        let pos = reader
+            .position(seq)?
+            .ok_or_else(|| StoreError::Damaged(format!("seq {seq} has no position")))?;
+        let raw = self.segments.read(pos)?;
+        let record = Record::from_bytes(&raw.payload)
+            .map_err(|e| StoreError::Damaged(format!("seq {seq}: {e}")))?;
+        Ok(StoredEvent {
+            seq,
+            leaf_hash: leaf_hash(&raw.payload),
+            record,
+            bytes: raw.payload,
+        })
+    }
+
+    /// Writes and fsyncs the group's records, then extends the tree and the derived state.
+    fn persist(&mut self, leaves: &[NewLeaf]) -> Result<(), StoreError> {
+        if self.seg_len >= self.config.segment_bytes {
+            self.rotate()?;
+        }
+        let first_seq = self.frontier.size();
+        let mut buf = Vec::with_capacity(leaves.iter().map(|l| l.record_bytes.len() + 17).sum());
+        let mut offsets = Vec::with_capacity(leaves.len());
+        for (k, l) in leaves.iter().enumerate() {
+            offsets.push(self.seg_len + buf.len() as u64);
+            segment::encode_record(
+                RecordKind::Event,
+                first_seq + k as u64,
+                &l.record_bytes,
+                &mut buf,
+            );
+        }
+        let started = Instant::now();
+        if let Err(e) = self
+            .file
+            .write_all(&buf)
+            .and_then(|()| self.file.sync_data())
+        {
+            self.undo_write(&e);
+            return Err(StoreError::io("appending to the log")(e));
+        }
+        metrics::histogram!("veritrail_fsync_seconds").record(started.elapsed().as_secs_f64());
+        self.seg_len += buf.len() as u64;
+        let mut nodes = Vec::with_capacity(leaves.len() * 2);
+        for l in leaves {
+            self.frontier.append(l.leaf, |level, index, hash| {
+                nodes.push((level, index, *hash))
+            });
+        }
+        let entries: Vec<LeafEntry<'_>> = leaves
+            .iter()
+            .zip(&offsets)
+            .enumerate()
+            .map(|(k, (l, off))| LeafEntry {
+                seq: first_seq + k as u64,
+                pos: Pos {
+                    ordinal: self.ordinal,
+                    offset: *off,
+                },
+                event: &l.event,
+            })
+            .collect();
+        if let Err(e) = self
+            .index
+            .apply(&entries, &nodes, self.frontier.size(), false)
+        {
+            // The events are durable in the log; the derived state is behind and a restart
+            // replays it. Refuse further appends until then rather than serve a stale index.
+            self.failed = Some(format!("updating the index failed: {e}"));
+            tracing::error!(tenant = %self.tenant, error = %e, "index update failed; appends stop until restart");
+            return Err(StoreError::Index(e));
+        }
+        let head = Head {
+            size: self.frontier.size(),
+            root: self.frontier.root(),
+        };
+        *self.head.write().unwrap_or_else(|p| p.into_inner()) = head;
+        metrics::gauge!("veritrail_tree_size", "tenant" => self.tenant.clone())
+            .set(head.size as f64);
+        Ok(())
+    }
+
+    /// After a failed write, cuts the segment back to its last durable length.
+    fn undo_write(&mut self, cause: &std::io::Error) {
+        let undone = self
+            .file
+            .set_len(self.seg_len)
+            .and_then(|()| self.file.sync_all());
+        if let Err(e) = undone {
+            self.failed = Some(format!(
+                "write failed ({cause}) and the partial write could not be removed ({e})"
+            ));
+            tracing::error!(tenant = %self.tenant, error = %e, "log is in a failed state");
+        } else {
+            tracing::error!(tenant = %self.tenant, error = %cause, "append failed; the partial write was removed");
+        }
+    }
+
+    fn rotate(&mut self) -> Result<(), StoreError> {
+        let ordinal = self.ordinal + 1;
+        let file = segment::create(&self.dir, ordinal, self.frontier.size())?;
+        self.file = file;
+        self.ordinal = ordinal;
+        self.seg_len = HEADER_LEN;
+        Ok(())
+    }
+}
+
+/// The current time, truncated to the microsecond as stored.
+fn now_micros() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
+}
+
+/// Opens a segment for appending at its end.
+pub(crate) fn open_for_append(path: &Path) -> Result<File, StoreError> {
+    OpenOptions::new()
+        .read(true)
+        .append(true)
+        .open(path)
+        .map_err(StoreError::io(format!("opening {}", path.display())))
+}
+
+/// Describes damage for messages.
+pub(crate) fn describe(d: &Damage) -> String {
+    match d {
+        Damage::Incomplete => "record runs past the end of the file".into(),
+        Damage::Zeroed => "zero bytes where a record should start".into(),
+        Damage::Corrupt(why) => why.clone(),
+    }
+}

@@ -1,0 +1,90 @@
+//! Query execution: drive one index, check the rest of the filter on verified records.
+
+use veritrail_core::query::Filter;
+
+use crate::error::StoreError;
+use crate::index::{sort_key, IndexReader, SortKey};
+use crate::log::{StoredEvent, TenantLog};
+
+/// Result order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Newest event time first (the default).
+    #[default]
+    Desc,
+    /// Oldest first (timelines).
+    Asc,
+}
+
+/// One page of results.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub events: Vec<StoredEvent>,
+    /// Where the next page starts; `None` when there are no more results.
+    pub next_cursor: Option<SortKey>,
+}
+
+/// Most candidates one page may examine before it returns what it has (with a cursor), so a
+/// poorly selective filter costs bounded work per request.
+pub const SCAN_BUDGET: usize = 100_000;
+
+/// Runs one page of a query against a snapshot.
+pub fn run(
+    log: &TenantLog,
+    reader: &IndexReader,
+    filter: &Filter,
+    order: Order,
+    cursor: Option<SortKey>,
+    limit: usize,
+) -> Result<Page, StoreError> {
+    let (mut lo, mut hi) = bounds(filter);
+    match (order, cursor) {
+        (Order::Desc, Some(c)) => hi = hi.min(c),
+        (Order::Asc, Some((ts, seq))) => lo = lo.max((ts, seq.saturating_add(1))),
+        (_, None) => {}
+    }
+    let mut events: Vec<StoredEvent> = Vec::new();
+    let mut next_cursor = None;
+    let mut scanned = 0usize;
+    let mut failure: Option<StoreError> = None;
+    reader.scan(filter, lo, hi, order == Order::Desc, |key| {
+        scanned += 1;
+        let event = match log.read(reader, key.1) {
+            Ok(e) => e,
+            Err(e) => {
+                failure = Some(e);
+                return Ok(false);
+            }
+        };
+        if filter.matches(&event.record.event) {
+            if events.len() == limit {
+                next_cursor = events.last().map(|e| sort_key(&e.record.event, e.seq));
+                return Ok(false);
+            }
+            events.push(event);
+        }
+        if scanned >= SCAN_BUDGET {
+            next_cursor = Some(key);
+            return Ok(false);
+        }
+        Ok(true)
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(Page {
+        events,
+        next_cursor,
+    })
+}
+
+/// The `[lo, hi)` range of sort keys the filter's time bounds allow.
+fn bounds(filter: &Filter) -> (SortKey, SortKey) {
+    let lo = filter
+        .since
+        .map_or((i64::MIN, 0), |t| (t.timestamp_micros(), 0));
+    let hi = filter
+        .until
+        .map_or((i64::MAX, u64::MAX), |t| (t.timestamp_micros(), 0));
+    (lo, hi)
+}
