@@ -217,6 +217,11 @@ impl TenantLog {
         *self.head.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A consistent read view of the derived state.
+    pub fn index_reader(&self) -> Result<crate::index::IndexReader, StoreError> {
+        Ok(self.index.reader()?)
+    }
+
     /// Events waiting for the writer.
     pub fn queue_depth(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
