@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
@@ -17,6 +18,11 @@ use veritrail_store::{Order, QuerySpec};
 
 use crate::problem::Problem;
 use crate::{blocking, AppState, DEFAULT_TENANT};
+
+/// Axum's own rejection is plain text; every error of this API is a problem.
+fn bad_query(e: QueryRejection) -> Problem {
+    Problem::bad_request(e.body_text())
+}
 
 fn text(body: String) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body)
@@ -48,8 +54,9 @@ pub struct InclusionQuery {
 /// proof is against the latest checkpoint, which is returned too.
 pub async fn inclusion(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<InclusionQuery>,
+    q: Result<Query<InclusionQuery>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
+    let Query(q) = q.map_err(bad_query)?;
     let store = state.store.clone();
     blocking(move || {
         let index = match (&q.event_id, q.leaf_index) {
@@ -104,8 +111,9 @@ pub struct ConsistencyQuery {
 /// `GET /v1/proof/consistency?from=…[&to=…]` (`to` defaults to the latest checkpoint).
 pub async fn consistency(
     State(state): State<Arc<AppState>>,
-    Query(q): Query<ConsistencyQuery>,
+    q: Result<Query<ConsistencyQuery>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
+    let Query(q) = q.map_err(bad_query)?;
     let store = state.store.clone();
     blocking(move || {
         let (to, note) = match q.to {

@@ -2,8 +2,9 @@
 //!
 //! Everything here is *technically just a cache* of the log: `veritrail reindex` deletes it and
 //! rebuilds it from the segments, and startup replays whatever the last durable commit missed.
-//! Commits are non-durable on the ingest path (the log's fsync already made the events durable);
-//! a durable commit every [`DURABLE_EVERY`] batches bounds how much a restart must replay.
+//! Commits on the ingest path are written without an fsync of their own (redb's `Eventual`
+//! durability: the commit is complete and frees pages, the OS persists it later): the log's fsync
+//! already made the events durable, and a restart replays whatever the index lost.
 
 use redb::{
     Database, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
@@ -24,8 +25,6 @@ const TYPES: TableDefinition<&str, u64> = TableDefinition::new("types");
 
 /// Meta key: number of leaves whose derived state is in this database.
 const INDEXED_SIZE: &str = "indexed_size";
-/// A durable commit after this many non-durable ones.
-pub const DURABLE_EVERY: u32 = 64;
 
 /// Fields with a secondary index, by their one-byte code in `by_field` keys. `event_type` is 0.
 pub const INDEXED_FIELDS: [&str; 7] = [
@@ -74,7 +73,6 @@ pub struct LeafEntry<'a> {
 /// The derived-state database.
 pub struct Index {
     db: Database,
-    commits_since_durable: std::sync::atomic::AtomicU32,
 }
 
 /// The sort key of an event.
@@ -97,10 +95,7 @@ impl Index {
             txn.open_table(TYPES)?;
         }
         txn.commit()?;
-        Ok(Index {
-            db,
-            commits_since_durable: 0.into(),
-        })
+        Ok(Index { db })
     }
 
     /// How many leaves the database covers.
@@ -112,8 +107,7 @@ impl Index {
 
     /// Adds the derived entries of consecutive leaves and the tree nodes they completed.
     ///
-    /// `durable` forces an fsync'd commit (shutdown, end of recovery); otherwise one in
-    /// [`DURABLE_EVERY`] commits is durable.
+    /// `durable` asks for an fsync'd commit; otherwise the OS writes the commit back later.
     pub fn apply(
         &self,
         leaves: &[LeafEntry<'_>],
@@ -121,20 +115,21 @@ impl Index {
         new_size: u64,
         durable: bool,
     ) -> Result<(), redb::Error> {
-        use std::sync::atomic::Ordering::Relaxed;
         let mut txn = self.db.begin_write()?;
-        let n = self.commits_since_durable.fetch_add(1, Relaxed) + 1;
-        if durable || n >= DURABLE_EVERY {
-            self.commits_since_durable.store(0, Relaxed);
+        txn.set_durability(if durable {
+            Durability::Immediate
         } else {
-            txn.set_durability(Durability::None);
-        }
+            Durability::Eventual
+        });
         {
             let mut ids = txn.open_table(IDS)?;
             let mut pos = txn.open_table(POS)?;
             let mut by_time = txn.open_table(BY_TIME)?;
             let mut by_field = txn.open_table(BY_FIELD)?;
             let mut types = txn.open_table(TYPES)?;
+            // Distinct event types of this batch, counted once per batch rather than per event.
+            let mut new_types: std::collections::HashMap<&str, u64> =
+                std::collections::HashMap::new();
             for leaf in leaves {
                 let e = leaf.event;
                 let (ts, seq) = sort_key(e, leaf.seq);
@@ -146,8 +141,11 @@ impl Index {
                         by_field.insert((code as u8, v, ts, seq), ())?;
                     }
                 }
-                let count = types.get(e.event_type.as_str())?.map_or(0, |v| v.value());
-                types.insert(e.event_type.as_str(), count + 1)?;
+                *new_types.entry(e.event_type.as_str()).or_insert(0u64) += 1;
+            }
+            for (t, n) in new_types {
+                let count = types.get(t)?.map_or(0, |v| v.value());
+                types.insert(t, count + n)?;
             }
             let mut node_table = txn.open_table(NODES)?;
             for (level, index, hash) in nodes {

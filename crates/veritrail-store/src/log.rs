@@ -371,9 +371,10 @@ impl Writer {
         }
         let ingested_at = now_micros();
         let mut new_leaves: Vec<NewLeaf> = Vec::new();
+        let mut ids = HashMap::new();
         let mut planned = Vec::with_capacity(group.len());
         for req in group {
-            match self.plan(req.events, ingested_at, &mut new_leaves) {
+            match self.plan(req.events, ingested_at, &mut new_leaves, &mut ids) {
                 Ok(receipts) => planned.push(Planned {
                     reply: req.reply,
                     receipts,
@@ -402,34 +403,43 @@ impl Writer {
     }
 
     /// Assigns sequence numbers to one request's new events, or fails the whole request.
-    /// `group` holds the new leaves of earlier requests of this group; on success this
-    /// request's leaves are appended to it.
+    /// `group` holds the new leaves of earlier requests of this group and `ids` maps their
+    /// event ids to positions in it; on success this request's leaves are added to both.
     fn plan(
         &self,
         events: Vec<Event>,
         ingested_at: DateTime<Utc>,
         group: &mut Vec<NewLeaf>,
+        ids: &mut HashMap<Uuid, usize>,
     ) -> Result<Vec<Receipt>, StoreError> {
-        let base = self.frontier.size() + group.len() as u64;
+        let first_new = group.len();
+        let result = self.plan_into(events, ingested_at, group, ids);
+        if result.is_err() {
+            // Atomic requests: forget this request's leaves.
+            for l in group.drain(first_new..) {
+                ids.remove(&l.event.event_id);
+            }
+        }
+        result
+    }
+
+    fn plan_into(
+        &self,
+        events: Vec<Event>,
+        ingested_at: DateTime<Utc>,
+        group: &mut Vec<NewLeaf>,
+        ids: &mut HashMap<Uuid, usize>,
+    ) -> Result<Vec<Receipt>, StoreError> {
+        let size = self.frontier.size();
         let reader = self.index.reader()?;
-        let mut mine: Vec<NewLeaf> = Vec::new();
         let mut receipts = Vec::with_capacity(events.len());
         for (i, event) in events.into_iter().enumerate() {
             let event_bytes = event
                 .canonical_bytes()
                 .map_err(|e| StoreError::Damaged(e.to_string()))?;
             let id = event.event_id;
-            let earlier = group
-                .iter()
-                .chain(mine.iter())
-                .enumerate()
-                .find(|(_, l)| l.event.event_id == id);
-            let existing = match earlier {
-                Some((k, l)) => Some((
-                    self.frontier.size() + k as u64,
-                    l.leaf,
-                    l.event_bytes.clone(),
-                )),
+            let existing = match ids.get(&id) {
+                Some(&k) => Some((size + k as u64, group[k].leaf, group[k].event_bytes.clone())),
                 None => match reader.seq_of(&id)? {
                     Some(seq) => {
                         let stored = self.read_stored(&reader, seq)?;
@@ -457,24 +467,19 @@ impl Writer {
                     })
                 }
                 None => {
-                    let record = Record {
-                        tenant: self.tenant.clone(),
-                        ingested_at,
-                        event,
-                    };
-                    let record_bytes = record
-                        .canonical_bytes()
-                        .map_err(|e| StoreError::Damaged(e.to_string()))?;
+                    let record_bytes =
+                        Record::canonical_bytes_around(&event_bytes, &self.tenant, &ingested_at);
                     let leaf = leaf_hash(&record_bytes);
-                    let seq = base + mine.len() as u64;
+                    let seq = size + group.len() as u64;
                     receipts.push(Receipt {
                         event_id: id,
                         seq,
                         leaf_hash: leaf,
                         duplicate: false,
                     });
-                    mine.push(NewLeaf {
-                        event: record.event,
+                    ids.insert(id, group.len());
+                    group.push(NewLeaf {
+                        event,
                         event_bytes,
                         record_bytes,
                         leaf,
@@ -482,7 +487,6 @@ impl Writer {
                 }
             }
         }
-        group.extend(mine);
         Ok(receipts)
     }
 

@@ -162,7 +162,9 @@ fn resume_point(
     })?;
     let raw = segments.read(pos).map_err(|e| {
         StoreError::Damaged(format!(
-            "the index covers {indexed} events but the log cannot give back seq {seq}: {e}"
+            "acknowledged events are missing or damaged: the index covers {indexed} events but the log \
+             cannot give back seq {seq} ({e}). Nothing was changed. Run `veritrail fsck` to see the damage; \
+             `veritrail reindex` rebuilds the index from what the log still holds"
         ))
     })?;
     if raw.seq != seq || leaf_hash(&raw.payload) != reader.nodes()?(0, seq)? {

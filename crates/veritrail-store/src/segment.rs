@@ -269,8 +269,13 @@ mod tests {
         ));
         // Flip one payload byte of the second record.
         // A separate handle: pwrite on an O_APPEND file appends on Linux.
-        let writer = OpenOptions::new().write(true).open(dir.path().join(file_name(1))).expect("open");
-        writer.write_all_at(b"W", next + RECORD_HEADER_LEN as u64).expect("flip");
+        let writer = OpenOptions::new()
+            .write(true)
+            .open(dir.path().join(file_name(1)))
+            .expect("open");
+        writer
+            .write_all_at(b"W", next + RECORD_HEADER_LEN as u64)
+            .expect("flip");
         assert!(matches!(
             read_record(&file, next, len).expect("read"),
             ReadOutcome::BadChecksum(..)

@@ -48,11 +48,16 @@ fn mth(leaves: &[Hash]) -> Hash {
 
 fn config() -> LogConfig {
     // Tiny segments so that every run crosses several segment boundaries.
-    LogConfig { segment_bytes: 4096, ..LogConfig::default() }
+    LogConfig {
+        segment_bytes: 4096,
+        ..LogConfig::default()
+    }
 }
 
 fn append(log: &TenantLog, events: Vec<Event>) -> Result<veritrail_store::Appended, StoreError> {
-    log.append(events)?.blocking_recv().map_err(|_| StoreError::Closed)?
+    log.append(events)?
+        .blocking_recv()
+        .map_err(|_| StoreError::Closed)?
 }
 
 /// Checks every stored event and proof against the model `leaves`.
@@ -62,7 +67,9 @@ fn check_against_model(log: &TenantLog, leaves: &[Hash], ids: &[Uuid]) {
     assert_eq!(head.root, mth(leaves), "root differs from the model's MTH");
     let reader = log.index_reader().expect("reader");
     for (seq, id) in ids.iter().enumerate() {
-        let stored = log.read(&reader, seq as u64).expect("event reads back verified");
+        let stored = log
+            .read(&reader, seq as u64)
+            .expect("event reads back verified");
         assert_eq!(stored.record.event.event_id, *id);
         assert_eq!(leaf_hash(&stored.bytes), leaves[seq]);
     }
@@ -71,7 +78,8 @@ fn check_against_model(log: &TenantLog, leaves: &[Hash], ids: &[Uuid]) {
         let root = mth(&leaves[..size as usize]);
         for index in [0, size / 2, size - 1] {
             let proof = merkle::inclusion_proof(index, size, &mut nodes).expect("proof");
-            merkle::verify_inclusion(index, size, &leaves[index as usize], &proof, &root).expect("verifies");
+            merkle::verify_inclusion(index, size, &leaves[index as usize], &proof, &root)
+                .expect("verifies");
         }
     }
 }

@@ -1,1 +1,9 @@
+//! Integration tests of the `veritrail` binary: it is started as a real process on a temporary
+//! data directory and driven over HTTP and through its CLI.
+
 mod support;
+
+mod bad_input;
+mod crash;
+mod damage;
+mod export_verify;
