@@ -133,6 +133,11 @@ pub fn reindex(args: DataDirArgs) -> anyhow::Result<ExitCode> {
             ProgressBar::new_spinner().with_message(format!("rebuilding the indexes of {tenant}"));
         spinner.enable_steady_tick(Duration::from_millis(120));
         let index = dir.join("index.redb");
+        // Opening the index takes its lock: a running server holds it, and then nothing is deleted.
+        drop(
+            veritrail_store::index::Index::open(&index)
+                .with_context(|| format!("opening {} (is the server stopped?)", index.display()))?,
+        );
         if index.exists() {
             std::fs::remove_file(&index)
                 .with_context(|| format!("removing {}", index.display()))?;

@@ -154,11 +154,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store =
         Arc::new(EmbeddedStore::open(settings.store, signer.clone()).context("opening the store")?);
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let state = Arc::new(AppState {
-        store: store.clone(),
-        signer,
-        config: settings.api,
-    });
+    let state = Arc::new(AppState::new(store.clone(), signer, settings.api));
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await

@@ -4,9 +4,9 @@
 //! "whatever serde emits today": keys sorted by UTF-16 code units, ECMAScript number
 //! formatting, minimal string escaping, no whitespace.
 //!
-//! One deliberate restriction on top of RFC 8785: integers outside ±(2^53 − 1) are rejected
-//! instead of being rounded to the nearest double, because rounding would silently alter what
-//! the producer sent (RFC 8785 §3.2.2.3 / I-JSON: such numbers must travel as strings).
+//! One deliberate restriction on top of RFC 8785: integer literals outside ±(2^53 − 1) are
+//! rejected instead of being rounded to the nearest double, because rounding would silently
+//! alter what the producer sent (RFC 8785 §3.2.2.3 / I-JSON: such numbers must travel as strings).
 
 use serde_json::{Map, Number, Value};
 use thiserror::Error;
@@ -91,6 +91,12 @@ fn write_number(n: &Number, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
         if !f.is_finite() {
             return Err(CanonicalError::NotFinite);
         }
+        // An integer literal too long for 64 bits: serde_json keeps its text (the workspace
+        // enables `arbitrary_precision`), so it is refused here rather than rounded.
+        let text = n.to_string();
+        if !text.contains(['.', 'e', 'E']) {
+            return Err(CanonicalError::UnsafeInteger(text));
+        }
         // ryu-js implements ECMAScript's Number::toString, which RFC 8785 §3.2.2.3 mandates.
         let mut buf = ryu_js::Buffer::new();
         out.extend_from_slice(buf.format_finite(f).as_bytes());
@@ -164,6 +170,12 @@ mod tests {
             Err(CanonicalError::UnsafeInteger("9007199254740993".into()))
         );
         assert!(to_vec(&json!(-9007199254740993i64)).is_err());
+        let too_long: Value = serde_json::from_str("100000000000000000000000").expect("json");
+        assert!(matches!(
+            to_vec(&too_long),
+            Err(CanonicalError::UnsafeInteger(_))
+        ));
+        assert!(to_vec(&json!(1.5e300)).is_ok());
     }
 
     #[test]

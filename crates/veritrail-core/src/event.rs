@@ -19,6 +19,8 @@ pub const DEFAULT_RETENTION_DAYS: u32 = 2555;
 pub const MAX_EVENT_DATA_BYTES: usize = 256 * 1024;
 /// Deepest accepted nesting of `event_data` (the object itself is depth 1).
 pub const MAX_EVENT_DATA_DEPTH: usize = 32;
+/// Largest integer a field may hold: what the canonical encoding represents exactly.
+const MAX_SAFE: i64 = canonical::MAX_SAFE_INTEGER as i64;
 /// Outcomes an event may report.
 pub const OUTCOMES: [&str; 3] = ["success", "failure", "pending"];
 
@@ -362,7 +364,7 @@ impl Event {
             .string("resource_id", 255)
             .or_else(|| correlation_id.clone());
         let retention_days = r.integer("retention_days", 1, 36_500);
-        let producer_seq = r.integer("producer_seq", 0, i64::MAX);
+        let producer_seq = r.integer("producer_seq", 0, MAX_SAFE);
         let event = Event {
             event_id: r.uuid("event_id").unwrap_or_else(new_id),
             version: r.string("version", 20).unwrap_or_else(|| "1.0".into()),
@@ -385,7 +387,7 @@ impl Event {
             namespace: r.string("namespace", 253),
             cluster_id: r.string("cluster_id", 255),
             severity: r.string("severity", 32),
-            duration_ms: r.integer("duration_ms", 0, i64::MAX),
+            duration_ms: r.integer("duration_ms", 0, MAX_SAFE),
             error_code: r.string("error_code", 255),
             error_message: r.string("error_message", 8192),
             event_data: r.event_data(),

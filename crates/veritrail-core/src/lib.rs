@@ -7,6 +7,7 @@ pub mod canonical;
 pub mod checkpoint;
 pub mod event;
 pub mod hash;
+pub mod json;
 pub mod merkle;
 pub mod note;
 pub mod query;

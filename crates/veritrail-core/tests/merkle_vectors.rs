@@ -1,5 +1,5 @@
 //! Runs every public RFC 6962 / subtree proof vector of transparency-dev/merkle
-//! (vendored under `shared/corpus/merkle-vectors/`) through our verifiers, and
+//! (read from `../shared/corpus/merkle-vectors/` beside the repository) through our verifiers, and
 //! checks that our proof *generation* reproduces the happy-path proofs.
 //!
 //! Policy notes (see the module docs of `veritrail_core::merkle`):

@@ -39,6 +39,18 @@ async fn ingest(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(usize, Value), Problem> {
+    let _permit = state.ingest_permits.try_acquire().map_err(|_| {
+        let mut p = Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Too many concurrent requests",
+            format!(
+                "{} ingest requests are in progress; retry shortly",
+                state.config.max_concurrent_ingests
+            ),
+        );
+        p.retry_after_s = Some(1);
+        p
+    })?;
     let limit = state.config.max_body_bytes;
     let bytes = to_bytes(body, limit).await.map_err(|_| {
         Problem::new(
@@ -104,13 +116,13 @@ fn split_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Vec<Value>, Problem> 
                 .enumerate()
                 .filter(|(_, l)| !l.trim().is_empty())
                 .map(|(i, l)| {
-                    serde_json::from_str(l).map_err(|e| {
+                    veritrail_core::json::from_str(l).map_err(|e| {
                         Problem::bad_request(format!("line {}: malformed JSON: {e}", i + 1))
                     })
                 })
                 .collect()
         }
-        "application/json" | "" => match serde_json::from_slice(bytes) {
+        "application/json" | "" => match veritrail_core::json::from_slice(bytes) {
             Ok(Value::Array(items)) => Ok(items),
             Ok(v) => Ok(vec![v]),
             Err(e) => Err(Problem::bad_request(format!("malformed JSON: {e}"))),

@@ -31,6 +31,9 @@ pub struct ApiConfig {
     pub checkpoint_interval: Duration,
     /// Most events one export bundle may hold.
     pub max_export_events: usize,
+    /// Ingest requests read and validated at once; more get 503 at once, so that request
+    /// bodies waiting for the disk never take more than this many times `max_body_bytes`.
+    pub max_concurrent_ingests: usize,
 }
 
 impl Default for ApiConfig {
@@ -40,6 +43,7 @@ impl Default for ApiConfig {
             max_events_per_request: 1000,
             checkpoint_interval: Duration::from_secs(1),
             max_export_events: 100_000,
+            max_concurrent_ingests: 64,
         }
     }
 }
@@ -50,6 +54,21 @@ pub struct AppState {
     /// Signs export manifests with the log key.
     pub signer: NoteSigner,
     pub config: ApiConfig,
+    /// Permits for concurrent ingest requests (see [`ApiConfig::max_concurrent_ingests`]).
+    pub ingest_permits: tokio::sync::Semaphore,
+}
+
+impl AppState {
+    /// State for `store`, signing manifests with `signer`.
+    pub fn new(store: Arc<dyn Store>, signer: NoteSigner, config: ApiConfig) -> AppState {
+        let ingest_permits = tokio::sync::Semaphore::new(config.max_concurrent_ingests);
+        AppState {
+            store,
+            signer,
+            config,
+            ingest_permits,
+        }
+    }
 }
 
 /// Runs blocking store work off the async runtime.

@@ -11,7 +11,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
 use veritrail_core::checkpoint::Checkpoint;
-use veritrail_core::note::NoteSigner;
+use veritrail_core::note::{NoteSigner, NoteVerifier};
 
 use crate::error::StoreError;
 
@@ -32,19 +32,25 @@ pub struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// Opens the history at `path`, keeping the last intact entry and cutting a torn tail.
-    pub fn open(path: &Path) -> Result<Checkpoints, StoreError> {
+    /// Opens the history at `path`, cutting a torn tail. The latest entry must verify with
+    /// `verifier`: a checkpoint the log's key did not sign is never trusted.
+    pub fn open(path: &Path, verifier: &NoteVerifier) -> Result<Checkpoints, StoreError> {
+        let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(path)
             .map_err(StoreError::io(format!("opening {}", path.display())))?;
+        if !existed {
+            crate::segment::sync_parent(path)?;
+        }
         let notes = read_all(&file, path)?;
         let latest = match notes.last() {
             None => None,
             Some(note) => Some(
-                parse(note).map_err(|e| StoreError::Damaged(format!("{}: {e}", path.display())))?,
+                parse(note, verifier)
+                    .map_err(|e| StoreError::Damaged(format!("{}: {e}", path.display())))?,
             ),
         };
         Ok(Checkpoints {
@@ -95,27 +101,18 @@ impl Checkpoints {
         state.1 = Some(signed.clone());
         Ok(signed)
     }
-
-    /// Every checkpoint in the history, oldest first.
-    pub fn history(&self) -> Result<Vec<SignedCheckpoint>, StoreError> {
-        let state = self
-            .state
-            .lock()
-            .map_err(|_| StoreError::Failed("checkpoint lock poisoned".into()))?;
-        read_all(&state.0, &self.path)?
-            .iter()
-            .map(|n| {
-                parse(n).map_err(|e| StoreError::Damaged(format!("{}: {e}", self.path.display())))
-            })
-            .collect()
-    }
 }
 
-fn parse(note: &str) -> Result<SignedCheckpoint, String> {
-    let body_end = note
-        .find("\n\n")
-        .ok_or("checkpoint note has no signature block")?;
-    let checkpoint = Checkpoint::parse(&note[..body_end + 1]).map_err(|e| e.to_string())?;
+fn parse(note: &str, verifier: &NoteVerifier) -> Result<SignedCheckpoint, String> {
+    let checkpoint =
+        veritrail_core::checkpoint::open_checkpoint(note, std::slice::from_ref(verifier)).map_err(
+            |e| {
+                format!(
+                    "the latest checkpoint does not verify with {}: {e}",
+                    verifier.vkey()
+                )
+            },
+        )?;
     Ok(SignedCheckpoint {
         checkpoint,
         note: note.to_string(),
@@ -123,45 +120,77 @@ fn parse(note: &str) -> Result<SignedCheckpoint, String> {
     })
 }
 
-/// Reads every intact entry; a torn last entry is cut off, damage before it is an error.
+/// Reads every intact entry. An entry cut short, or zeros, at the very end is what an
+/// interrupted append leaves and is cut off; any other bad entry is damage and an error.
 fn read_all(file: &File, path: &Path) -> Result<Vec<String>, StoreError> {
-    let len = file
-        .metadata()
-        .map_err(StoreError::io(format!("reading {}", path.display())))?
-        .len();
+    let io = |what: &str| StoreError::io(format!("{what} {}", path.display()));
+    let len = file.metadata().map_err(io("reading"))?.len();
     let mut notes = Vec::new();
     let mut at = 0u64;
     while at < len {
-        let mut h = [0u8; 8];
-        let entry = (at + 8 <= len)
-            .then(|| file.read_exact_at(&mut h, at).ok())
-            .flatten()
-            .and_then(|()| {
-                let n = u64::from(u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
-                let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
-                let mut body = vec![0u8; usize::try_from(n).ok()?.min(1 << 20)];
-                (at + 8 + n <= len && n < 1 << 20).then_some(())?;
-                file.read_exact_at(&mut body, at + 8).ok()?;
-                (crc32c::crc32c(&body) == crc).then_some(())?;
-                String::from_utf8(body).ok()
-            });
-        match entry {
-            Some(note) => {
+        match read_entry(file, at, len).map_err(io("reading"))? {
+            Entry::Note(note) => {
                 at += 8 + note.len() as u64;
                 notes.push(note);
             }
-            None => {
+            Entry::Torn => {
                 tracing::warn!(path = %path.display(), offset = at, "cutting a torn checkpoint entry");
                 let f = OpenOptions::new()
                     .write(true)
                     .open(path)
-                    .map_err(StoreError::io("opening checkpoints"))?;
+                    .map_err(io("opening"))?;
                 f.set_len(at)
                     .and_then(|()| f.sync_all())
-                    .map_err(StoreError::io("truncating checkpoints"))?;
+                    .map_err(io("truncating"))?;
                 break;
+            }
+            Entry::Damaged(why) => {
+                return Err(StoreError::Damaged(format!(
+                    "{} offset {at}: {why}",
+                    path.display()
+                )));
             }
         }
     }
     Ok(notes)
+}
+
+/// One entry of the history file.
+enum Entry {
+    Note(String),
+    Torn,
+    Damaged(&'static str),
+}
+
+/// Longest note an entry may hold (a checkpoint note is a few hundred bytes).
+const MAX_NOTE: u64 = 1 << 16;
+
+fn read_entry(file: &File, at: u64, len: u64) -> std::io::Result<Entry> {
+    if at + 8 > len {
+        return Ok(Entry::Torn);
+    }
+    let mut h = [0u8; 8];
+    file.read_exact_at(&mut h, at)?;
+    let n = u64::from(u32::from_le_bytes([h[0], h[1], h[2], h[3]]));
+    let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
+    if n == 0 {
+        // An empty note is never written: zeros here are an extension the write never filled.
+        return Ok(if crate::segment::rest_is_zero(file, at, len)? {
+            Entry::Torn
+        } else {
+            Entry::Damaged("empty entry")
+        });
+    }
+    if n > MAX_NOTE {
+        return Ok(Entry::Damaged("impossible entry length"));
+    }
+    if at + 8 + n > len {
+        return Ok(Entry::Torn);
+    }
+    let mut body = vec![0u8; n as usize];
+    file.read_exact_at(&mut body, at + 8)?;
+    if crc32c::crc32c(&body) != crc {
+        return Ok(Entry::Damaged("checksum mismatch"));
+    }
+    Ok(String::from_utf8(body).map_or(Entry::Damaged("not UTF-8"), Entry::Note))
 }

@@ -53,10 +53,7 @@ impl EmbeddedStore {
     /// Opens the store and every tenant already on disk (recovering each).
     pub fn open(config: EmbeddedConfig, signer: NoteSigner) -> Result<EmbeddedStore, StoreError> {
         let tenants_dir = config.data_dir.join("tenants");
-        std::fs::create_dir_all(&tenants_dir).map_err(StoreError::io(format!(
-            "creating {}",
-            tenants_dir.display()
-        )))?;
+        crate::segment::create_dir_durable(&tenants_dir)?;
         let store = EmbeddedStore {
             config,
             signer,
@@ -100,7 +97,7 @@ impl EmbeddedStore {
             return Ok(Some(t.clone()));
         }
         let log = TenantLog::open(&dir, name, self.config.log.clone())?;
-        let checkpoints = Checkpoints::open(&dir.join("checkpoints.log"))?;
+        let checkpoints = Checkpoints::open(&dir.join("checkpoints.log"), &self.signer.verifier())?;
         let origin = format!("{}/{name}", self.config.origin_prefix);
         check_against_checkpoint(&log, &checkpoints)?;
         let t = Arc::new(Tenant {

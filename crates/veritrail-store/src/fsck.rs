@@ -52,8 +52,11 @@ pub fn check(
             .map_err(StoreError::io(format!("reading {}", path.display())))?
             .len();
     }
-    let checkpoints = Checkpoints::open(&dir.join("checkpoints.log"))?;
-    let latest = checkpoints.latest();
+    // A checkpoint history that does not read or verify is a finding, not a reason to stop.
+    let (latest, checkpoint_problem) = match Checkpoints::open(&dir.join("checkpoints.log"), vkey) {
+        Ok(c) => (c.latest(), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
     let mut run = Run {
         reader: &reader,
         report: FsckReport::default(),
@@ -62,6 +65,7 @@ pub fn check(
         fields: 0,
     };
     run.report.checkpoint_size = latest.as_ref().map(|c| c.checkpoint.size);
+    run.report.problems.extend(checkpoint_problem);
     let cp_size = run.report.checkpoint_size;
     let mut done = 0;
     for ordinal in ordinals {
@@ -171,13 +175,20 @@ impl Run<'_> {
             ));
         } else if tree_leaf.is_some_and(|t| t != leaf) {
             self.problem(format!(
-                "{name}: the stored bytes do not match the tree's leaf hash: the event was altered"
+                "{name}: the stored bytes do not match the leaf hash in the index: the event was altered \
+                 (if the checkpoint check below passes, the index is what is damaged: run `veritrail reindex`)"
             ));
         }
-        // Continue the tree with the leaf the log committed to, so one damaged event does not
-        // hide the state of every later one.
-        self.frontier
-            .append(tree_leaf.unwrap_or(leaf), |_, _, _| {});
+        // The log is the source of truth: continue the tree with the record's own hash, unless its
+        // bytes are known bad, so that the checkpoint comparison judges the log itself. A record
+        // whose checksum fails continues with the index's leaf, so that one damaged event does
+        // not hide the state of every later one.
+        let continue_with = if damage.is_some() {
+            tree_leaf.unwrap_or(leaf)
+        } else {
+            leaf
+        };
+        self.frontier.append(continue_with, |_, _, _| {});
         match decoded {
             Err(e) if damage.is_none() => self.problem(format!("{name}: does not decode: {e}")),
             Err(_) => {}

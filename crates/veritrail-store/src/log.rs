@@ -163,8 +163,7 @@ impl TenantLog {
     /// Opens the log in `dir` (creating it), recovers it and starts its writer thread.
     pub fn open(dir: &Path, tenant: &str, config: LogConfig) -> Result<TenantLog, StoreError> {
         let log_dir = dir.join("log");
-        std::fs::create_dir_all(&log_dir)
-            .map_err(StoreError::io(format!("creating {}", log_dir.display())))?;
+        segment::create_dir_durable(&log_dir)?;
         let index = Arc::new(Index::open(&dir.join("index.redb"))?);
         let segments = Arc::new(Segments {
             dir: log_dir.clone(),

@@ -9,7 +9,7 @@
 //!
 //! A record is valid when its length fits the file and its checksum holds. Damage at the very end
 //! of the newest segment that looks like an interrupted write is a *torn tail* and is cut off by
-//! [`scan`]'s caller; any other damage is reported and never served.
+//! recovery; any other damage is reported and never served.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -142,6 +142,32 @@ pub fn read_header(file: &File, path: &Path, ordinal: u32) -> Result<u64, Segmen
     let mut first = [0u8; 8];
     first.copy_from_slice(&h[12..20]);
     Ok(u64::from_le_bytes(first))
+}
+
+/// Makes the creation of `path` durable by syncing the directory that holds it.
+pub fn sync_parent(path: &Path) -> Result<(), SegmentError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(dir))
+}
+
+/// Creates `dir` (and its parents) and makes each new directory's existence durable.
+pub fn create_dir_durable(dir: &Path) -> Result<(), SegmentError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        create_dir_durable(parent)?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => sync_parent(dir),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(SegmentError::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        }),
+    }
 }
 
 /// Creates a new, empty segment and makes its existence durable (file and directory fsync).
