@@ -273,6 +273,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         ];
         ("/v1/events".into(), p)
     })?;
+    let size = args.events as u64;
+    let proofs = time_queries(&client, args.queries, |_| {
+        let p = vec![("leaf_index".into(), (rng.next() % size).to_string())];
+        ("/v1/proof/inclusion".into(), p)
+    })?;
     let bytes = own.as_ref().map(|o| dir_bytes(&o.dir));
     let result = json!({
         "target": "veritrail",
@@ -287,6 +292,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "timeline_p99_ms": pct(&timeline, 0.99),
         "filtered_window_p50_ms": pct(&window, 0.50),
         "filtered_window_p99_ms": pct(&window, 0.99),
+        "inclusion_proof_p50_ms": pct(&proofs, 0.50),
+        "inclusion_proof_p99_ms": pct(&proofs, 0.99),
         "bytes_per_event": bytes.map(|b| b / args.events as u64),
     });
     if args.json {

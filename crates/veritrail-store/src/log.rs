@@ -353,7 +353,10 @@ impl Writer {
                 }
             }
             metrics::histogram!("veritrail_group_commit_events").record(n as f64);
+            let started = Instant::now();
             self.commit_group(group);
+            metrics::histogram!("veritrail_group_commit_seconds")
+                .record(started.elapsed().as_secs_f64());
             self.queued.fetch_sub(n, Ordering::AcqRel);
         }
         if let Err(e) = self.index.sync() {
@@ -555,10 +558,13 @@ impl Writer {
                 event: &l.event,
             })
             .collect();
-        if let Err(e) = self
+        let started = Instant::now();
+        let applied = self
             .index
-            .apply(&entries, &nodes, self.frontier.size(), false)
-        {
+            .apply(&entries, &nodes, self.frontier.size(), false);
+        metrics::histogram!("veritrail_index_update_seconds")
+            .record(started.elapsed().as_secs_f64());
+        if let Err(e) = applied {
             // The events are durable in the log; the derived state is behind and a restart
             // replays it. Refuse further appends until then rather than serve a stale index.
             self.failed = Some(format!("updating the index failed: {e}"));
