@@ -187,3 +187,50 @@ async fn shutdown_signal() {
     };
     tokio::select! { () = ctrl_c => {}, () = term => {} }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Wrapper {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    #[test]
+    fn flags_beat_the_file_and_the_file_beats_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("veritrail.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9999\"\nsegment_mib = 8\norigin_prefix = \"audit.example\"\n",
+        )
+        .expect("write config");
+        let args = Wrapper::parse_from([
+            "x",
+            "--config",
+            file.to_str().expect("utf-8"),
+            "--segment-mib",
+            "2",
+        ])
+        .serve;
+        let s = resolve(args).expect("resolves");
+        assert_eq!(s.listen, "127.0.0.1:9999".parse().expect("addr"));
+        assert_eq!(s.store.log.segment_bytes, 2 << 20);
+        assert_eq!(s.store.origin_prefix, "audit.example");
+        assert_eq!(s.api.max_events_per_request, 1000);
+        assert_eq!(s.store.data_dir, crate::default_data_dir());
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("veritrail.toml");
+        std::fs::write(&file, "listne = \"127.0.0.1:1\"\n").expect("write config");
+        let args = Wrapper::parse_from(["x", "--config", file.to_str().expect("utf-8")]).serve;
+        let err = resolve(args).err().expect("refused");
+        assert!(format!("{err:#}").contains("listne"), "{err:#}");
+    }
+}

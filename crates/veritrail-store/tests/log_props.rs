@@ -171,3 +171,42 @@ fn a_complete_record_with_a_bad_checksum_at_the_tail_stops_startup() {
         Ok(_) => panic!("a damaged acknowledged record must stop startup"),
     }
 }
+
+#[test]
+fn a_full_queue_refuses_appends_instead_of_growing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig {
+        max_queued_events: 100,
+        ..config()
+    };
+    let log = TenantLog::open(dir.path(), "t", config).expect("open");
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    // Appends take microseconds to queue and a group commit takes an fsync, so the queue fills
+    // long before this bound; the bound only keeps a broken admission check from looping forever.
+    for i in 0..10_000 {
+        match log.append((0..50).map(|k| event(i * 50 + k, i)).collect()) {
+            Ok(rx) => admitted.push(rx),
+            Err(StoreError::Overloaded { queued }) => {
+                assert!(queued > 0 && queued <= 100, "refused with {queued} queued");
+                refused += 1;
+                if refused == 3 {
+                    break;
+                }
+            }
+            Err(other) => panic!("unexpected error {other}"),
+        }
+    }
+    assert_eq!(refused, 3, "the queue never filled");
+    let admitted_events = admitted.len() as u64 * 50;
+    for rx in admitted {
+        rx.blocking_recv()
+            .expect("answered")
+            .expect("every admitted append becomes durable");
+    }
+    assert_eq!(
+        log.head().size,
+        admitted_events,
+        "refused appends stored nothing"
+    );
+}
