@@ -132,16 +132,12 @@ pub fn reindex(args: DataDirArgs) -> anyhow::Result<ExitCode> {
         let spinner =
             ProgressBar::new_spinner().with_message(format!("rebuilding the indexes of {tenant}"));
         spinner.enable_steady_tick(Duration::from_millis(120));
-        let index = dir.join("index.redb");
+        let index = dir.join(veritrail_store::index::INDEX_DIR);
         // Opening the index takes its lock: a running server holds it, and then nothing is deleted.
-        drop(
-            veritrail_store::index::Index::open(&index)
-                .with_context(|| format!("opening {} (is the server stopped?)", index.display()))?,
-        );
-        if index.exists() {
-            std::fs::remove_file(&index)
-                .with_context(|| format!("removing {}", index.display()))?;
-        }
+        let lock = veritrail_store::index::Index::open(&index)
+            .with_context(|| format!("opening {} (is the server stopped?)", index.display()))?;
+        drop(lock);
+        std::fs::remove_dir_all(&index).with_context(|| format!("removing {}", index.display()))?;
         let log = veritrail_store::log::TenantLog::open(&dir, &tenant, Default::default())
             .with_context(|| format!("replaying the log of {tenant}"))?;
         let size = log.head().size;

@@ -13,7 +13,7 @@ pub enum StoreError {
     },
     /// The derived-state database failed.
     #[error("index database: {0}")]
-    Index(#[from] redb::Error),
+    Index(#[from] crate::index::IndexError),
     /// A segment file is unusable.
     #[error(transparent)]
     Segment(#[from] crate::segment::SegmentError),

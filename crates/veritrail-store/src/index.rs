@@ -1,30 +1,43 @@
-//! Derived state in one redb database: lookups, secondary indexes and the Merkle tree's nodes.
+//! Derived state in one fjall keyspace (an LSM tree per table): lookups, secondary indexes and the
+//! Merkle tree's nodes.
 //!
 //! Everything here is *technically just a cache* of the log: `veritrail reindex` deletes it and
-//! rebuilds it from the segments, and startup replays whatever the last durable commit missed.
-//! Commits on the ingest path are written without an fsync of their own (redb's `Eventual`
-//! durability: the commit is complete and frees pages, the OS persists it later): the log's fsync
-//! already made the events durable, and a restart replays whatever the index lost.
+//! rebuilds it from the segments, and startup replays whatever the index lost. Each group commit
+//! is one atomic fjall batch, written to fjall's journal without an fsync of its own: the log's
+//! fsync already made the events durable. Because a batch holds the new `indexed_size` together
+//! with the entries, the index is always a consistent prefix of the log.
+//!
+//! An LSM tree suits this write pattern: every event adds about a dozen keys spread over the key
+//! space (field values), which a B-tree pays for with page copies on every commit, and an LSM
+//! tree absorbs in its memtable.
+//!
+//! Key layouts (integers big-endian so that byte order is numeric order; times are µs since the
+//! epoch with the sign bit flipped so that negative times sort first):
+//!
+//! | table | key | value |
+//! |---|---|---|
+//! | `meta` | `"indexed_size"` | u64 |
+//! | `ids` | event id (16 bytes) | seq u64 |
+//! | `pos` | seq u64 | `ordinal << 40 \| offset` u64 |
+//! | `nodes` | level u8 ‖ index u64 | hash (32 bytes) |
+//! | `by_time` | time u64 ‖ seq u64 | empty |
+//! | `by_field` | field code u8 ‖ value length u32 ‖ value ‖ time u64 ‖ seq u64 | empty |
+//! | `types` | event type | count u64 |
 
-use redb::{
-    Database, Durability, ReadTransaction, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use std::fs::File;
 use std::path::Path;
+
+use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, Snapshot};
 use uuid::Uuid;
 use veritrail_core::event::Event;
 use veritrail_core::hash::Hash;
 use veritrail_core::query::{Filter, TypeMatch};
 
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-const IDS: TableDefinition<u128, u64> = TableDefinition::new("ids");
-const POS: TableDefinition<u64, u64> = TableDefinition::new("pos");
-const NODES: TableDefinition<(u8, u64), [u8; 32]> = TableDefinition::new("nodes");
-const BY_TIME: TableDefinition<(i64, u64), ()> = TableDefinition::new("by_time");
-const BY_FIELD: TableDefinition<(u8, &str, i64, u64), ()> = TableDefinition::new("by_field");
-const TYPES: TableDefinition<&str, u64> = TableDefinition::new("types");
+/// Directory of the index inside a tenant directory (its lock file is `index.lock`).
+pub const INDEX_DIR: &str = "index";
 
 /// Meta key: number of leaves whose derived state is in this database.
-const INDEXED_SIZE: &str = "indexed_size";
+const INDEXED_SIZE: &[u8] = b"indexed_size";
 
 /// Fields with a secondary index, by their one-byte code in `by_field` keys. `event_type` is 0.
 pub const INDEXED_FIELDS: [&str; 7] = [
@@ -36,6 +49,9 @@ pub const INDEXED_FIELDS: [&str; 7] = [
     "namespace",
     "event_outcome",
 ];
+
+/// The index's error type.
+pub type IndexError = fjall::Error;
 
 /// Where a record sits: segment ordinal and byte offset, packed as `ordinal << 40 | offset`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,186 +86,281 @@ pub struct LeafEntry<'a> {
     pub event: &'a Event,
 }
 
-/// The derived-state database.
-pub struct Index {
-    db: Database,
-}
-
 /// The sort key of an event.
 pub fn sort_key(e: &Event, seq: u64) -> SortKey {
     (e.event_timestamp.timestamp_micros(), seq)
 }
 
+/// The tables.
+#[derive(Clone)]
+struct Tables {
+    meta: PartitionHandle,
+    ids: PartitionHandle,
+    pos: PartitionHandle,
+    nodes: PartitionHandle,
+    by_time: PartitionHandle,
+    by_field: PartitionHandle,
+    types: PartitionHandle,
+}
+
+/// The derived-state database. Holds an exclusive lock on `<path>.lock` while open, so that a
+/// second process (a server, `reindex`, `fsck`) cannot use the same index at once.
+pub struct Index {
+    keyspace: Keyspace,
+    tables: Tables,
+    _lock: File,
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    if let Some(s) = bytes.get(at..at + 8) {
+        b.copy_from_slice(s);
+    }
+    u64::from_be_bytes(b)
+}
+
+/// Time as an order-preserving unsigned integer.
+fn time_key(ts: i64) -> u64 {
+    (ts as u64) ^ (1 << 63)
+}
+
+fn time_from_key(k: u64) -> i64 {
+    (k ^ (1 << 63)) as i64
+}
+
+fn sort_bytes((ts, seq): SortKey) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[..8].copy_from_slice(&time_key(ts).to_be_bytes());
+    b[8..].copy_from_slice(&seq.to_be_bytes());
+    b
+}
+
+fn sort_from_tail(key: &[u8]) -> SortKey {
+    let n = key.len().saturating_sub(16);
+    (time_from_key(u64_at(key, n)), u64_at(key, n + 8))
+}
+
+/// `by_field` key prefix for one field value.
+fn field_prefix(code: u8, value: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(value.len() + 21);
+    k.push(code);
+    k.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    k.extend_from_slice(value.as_bytes());
+    k
+}
+
+fn node_key(level: u32, index: u64) -> [u8; 9] {
+    let mut k = [0u8; 9];
+    k[0] = level as u8;
+    k[1..].copy_from_slice(&index.to_be_bytes());
+    k
+}
+
+fn lock_error(path: &Path, e: impl std::fmt::Display) -> IndexError {
+    fjall::Error::Io(std::io::Error::other(format!(
+        "{} is in use by another process (is a server running on this data directory?): {e}",
+        path.display()
+    )))
+}
+
 impl Index {
-    /// Opens (or creates) the database at `path` and makes sure every table exists.
-    pub fn open(path: &Path) -> Result<Index, redb::Error> {
-        let db = Database::create(path)?;
-        let txn = db.begin_write()?;
-        {
-            txn.open_table(META)?;
-            txn.open_table(IDS)?;
-            txn.open_table(POS)?;
-            txn.open_table(NODES)?;
-            txn.open_table(BY_TIME)?;
-            txn.open_table(BY_FIELD)?;
-            txn.open_table(TYPES)?;
-        }
-        txn.commit()?;
-        Ok(Index { db })
+    /// Opens (or creates) the index at `path`, taking its lock.
+    pub fn open(path: &Path) -> Result<Index, IndexError> {
+        let lock_path = path.with_extension("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        lock.try_lock().map_err(|e| lock_error(path, e))?;
+        let keyspace = Config::new(path).open()?;
+        let open = |name: &str| keyspace.open_partition(name, PartitionCreateOptions::default());
+        let tables = Tables {
+            meta: open("meta")?,
+            ids: open("ids")?,
+            pos: open("pos")?,
+            nodes: open("nodes")?,
+            by_time: open("by_time")?,
+            by_field: open("by_field")?,
+            types: open("types")?,
+        };
+        Ok(Index {
+            keyspace,
+            tables,
+            _lock: lock,
+        })
     }
 
     /// How many leaves the database covers.
-    pub fn indexed_size(&self) -> Result<u64, redb::Error> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        Ok(meta.get(INDEXED_SIZE)?.map_or(0, |v| v.value()))
+    pub fn indexed_size(&self) -> Result<u64, IndexError> {
+        Ok(self
+            .tables
+            .meta
+            .get(INDEXED_SIZE)?
+            .map_or(0, |v| u64_at(&v, 0)))
     }
 
-    /// Adds the derived entries of consecutive leaves and the tree nodes they completed.
-    ///
-    /// `durable` asks for an fsync'd commit; otherwise the OS writes the commit back later.
+    /// Adds the derived entries of consecutive leaves and the tree nodes they completed, in one
+    /// atomic batch. `durable` asks for an fsync of fjall's journal.
     pub fn apply(
         &self,
         leaves: &[LeafEntry<'_>],
         nodes: &[(u32, u64, Hash)],
         new_size: u64,
         durable: bool,
-    ) -> Result<(), redb::Error> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::Eventual
-        });
-        {
-            let mut ids = txn.open_table(IDS)?;
-            let mut pos = txn.open_table(POS)?;
-            let mut by_time = txn.open_table(BY_TIME)?;
-            let mut by_field = txn.open_table(BY_FIELD)?;
-            let mut types = txn.open_table(TYPES)?;
-            // Distinct event types of this batch, counted once per batch rather than per event.
-            let mut new_types: std::collections::HashMap<&str, u64> =
-                std::collections::HashMap::new();
-            for leaf in leaves {
-                let e = leaf.event;
-                let (ts, seq) = sort_key(e, leaf.seq);
-                ids.insert(e.event_id.as_u128(), seq)?;
-                pos.insert(seq, leaf.pos.pack())?;
-                by_time.insert((ts, seq), ())?;
-                for (code, name) in INDEXED_FIELDS.iter().enumerate() {
-                    if let Some(v) = e.field(name) {
-                        by_field.insert((code as u8, v, ts, seq), ())?;
-                    }
+    ) -> Result<(), IndexError> {
+        let t = &self.tables;
+        let mut batch = self.keyspace.batch();
+        // Distinct event types of this batch, counted once per batch rather than per event.
+        let mut new_types: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        for leaf in leaves {
+            let e = leaf.event;
+            let sort = sort_bytes(sort_key(e, leaf.seq));
+            batch.insert(
+                &t.ids,
+                e.event_id.as_bytes().to_vec(),
+                leaf.seq.to_be_bytes().to_vec(),
+            );
+            batch.insert(
+                &t.pos,
+                leaf.seq.to_be_bytes().to_vec(),
+                leaf.pos.pack().to_be_bytes().to_vec(),
+            );
+            batch.insert(&t.by_time, sort.to_vec(), Vec::new());
+            for (code, name) in INDEXED_FIELDS.iter().enumerate() {
+                if let Some(v) = e.field(name) {
+                    let mut k = field_prefix(code as u8, v);
+                    k.extend_from_slice(&sort);
+                    batch.insert(&t.by_field, k, Vec::new());
                 }
-                *new_types.entry(e.event_type.as_str()).or_insert(0u64) += 1;
             }
-            for (t, n) in new_types {
-                let count = types.get(t)?.map_or(0, |v| v.value());
-                types.insert(t, count + n)?;
-            }
-            let mut node_table = txn.open_table(NODES)?;
-            for (level, index, hash) in nodes {
-                node_table.insert((*level as u8, *index), *hash)?;
-            }
-            txn.open_table(META)?.insert(INDEXED_SIZE, new_size)?;
+            *new_types.entry(e.event_type.as_str()).or_insert(0) += 1;
         }
-        txn.commit()?;
+        for (ty, n) in new_types {
+            let count = t.types.get(ty)?.map_or(0, |v| u64_at(&v, 0));
+            batch.insert(
+                &t.types,
+                ty.as_bytes().to_vec(),
+                (count + n).to_be_bytes().to_vec(),
+            );
+        }
+        for (level, index, hash) in nodes {
+            batch.insert(&t.nodes, node_key(*level, *index).to_vec(), hash.to_vec());
+        }
+        batch.insert(
+            &t.meta,
+            INDEXED_SIZE.to_vec(),
+            new_size.to_be_bytes().to_vec(),
+        );
+        batch.commit()?;
+        if durable {
+            self.sync()?;
+        }
         Ok(())
     }
 
     /// Makes everything applied so far durable.
-    pub fn sync(&self) -> Result<(), redb::Error> {
-        let txn = self.db.begin_write()?;
-        txn.commit()?;
-        Ok(())
+    pub fn sync(&self) -> Result<(), IndexError> {
+        self.keyspace.persist(fjall::PersistMode::SyncAll)
     }
 
     /// A consistent read view.
-    pub fn reader(&self) -> Result<IndexReader, redb::Error> {
+    pub fn reader(&self) -> Result<IndexReader, IndexError> {
+        let instant = self.keyspace.instant();
+        let t = &self.tables;
         Ok(IndexReader {
-            txn: self.db.begin_read()?,
+            meta: t.meta.snapshot_at(instant),
+            ids: t.ids.snapshot_at(instant),
+            pos: t.pos.snapshot_at(instant),
+            nodes: t.nodes.snapshot_at(instant),
+            by_time: t.by_time.snapshot_at(instant),
+            by_field: t.by_field.snapshot_at(instant),
+            types: t.types.snapshot_at(instant),
         })
     }
 }
 
 /// A snapshot of the derived state.
 pub struct IndexReader {
-    txn: ReadTransaction,
+    meta: Snapshot,
+    ids: Snapshot,
+    pos: Snapshot,
+    nodes: Snapshot,
+    by_time: Snapshot,
+    by_field: Snapshot,
+    types: Snapshot,
 }
 
-/// Where the scan for a query starts and which index drives it.
+/// Which index drives a query.
 enum Driver {
     Time,
     Field(u8, Vec<String>),
 }
 
+type KeyStream = Box<dyn Iterator<Item = Result<SortKey, IndexError>>>;
+
 impl IndexReader {
     /// The sequence number of an event id.
-    pub fn seq_of(&self, id: &Uuid) -> Result<Option<u64>, redb::Error> {
-        Ok(self
-            .txn
-            .open_table(IDS)?
-            .get(id.as_u128())?
-            .map(|v| v.value()))
+    pub fn seq_of(&self, id: &Uuid) -> Result<Option<u64>, IndexError> {
+        Ok(self.ids.get(id.as_bytes())?.map(|v| u64_at(&v, 0)))
     }
 
     /// Where the record `seq` is stored.
-    pub fn position(&self, seq: u64) -> Result<Option<Pos>, redb::Error> {
+    pub fn position(&self, seq: u64) -> Result<Option<Pos>, IndexError> {
         Ok(self
-            .txn
-            .open_table(POS)?
-            .get(seq)?
-            .map(|v| Pos::unpack(v.value())))
+            .pos
+            .get(seq.to_be_bytes())?
+            .map(|v| Pos::unpack(u64_at(&v, 0))))
     }
 
     /// How many leaves the snapshot covers.
-    pub fn indexed_size(&self) -> Result<u64, redb::Error> {
-        Ok(self
-            .txn
-            .open_table(META)?
-            .get(INDEXED_SIZE)?
-            .map_or(0, |v| v.value()))
+    pub fn indexed_size(&self) -> Result<u64, IndexError> {
+        Ok(self.meta.get(INDEXED_SIZE)?.map_or(0, |v| u64_at(&v, 0)))
     }
 
     /// A closure reading perfect tree nodes, for [`veritrail_core::merkle`].
     pub fn nodes(
         &self,
-    ) -> Result<impl FnMut(u32, u64) -> Result<Hash, NodeError> + '_, redb::Error> {
-        let table = self.txn.open_table(NODES)?;
+    ) -> Result<impl FnMut(u32, u64) -> Result<Hash, NodeError> + '_, IndexError> {
         Ok(
-            move |level: u32, index: u64| match table.get((level as u8, index)) {
-                Ok(Some(h)) => Ok(h.value()),
-                Ok(None) => Err(NodeError::Missing { level, index }),
+            move |level: u32, index: u64| match self.nodes.get(node_key(level, index)) {
+                Ok(Some(h)) if h.len() == 32 => {
+                    let mut out = [0u8; 32];
+                    out.copy_from_slice(&h);
+                    Ok(out)
+                }
+                Ok(_) => Err(NodeError::Missing { level, index }),
                 Err(e) => Err(NodeError::Db(e.into())),
             },
         )
     }
 
-    /// Counts of entries per table, for fsck's cross-check.
-    pub fn entry_counts(&self) -> Result<EntryCounts, redb::Error> {
+    /// Counts of entries per table, for fsck's cross-check (a full scan of each table).
+    pub fn entry_counts(&self) -> Result<EntryCounts, IndexError> {
         Ok(EntryCounts {
-            ids: self.txn.open_table(IDS)?.len()?,
-            pos: self.txn.open_table(POS)?.len()?,
-            by_time: self.txn.open_table(BY_TIME)?.len()?,
-            by_field: self.txn.open_table(BY_FIELD)?.len()?,
+            ids: self.ids.len()? as u64,
+            pos: self.pos.len()? as u64,
+            by_time: self.by_time.len()? as u64,
+            by_field: self.by_field.len()? as u64,
         })
     }
 
     /// True when every index entry that `event` at `seq` should have exists.
-    pub fn has_entries_for(&self, event: &Event, seq: u64) -> Result<bool, redb::Error> {
-        let (ts, _) = sort_key(event, seq);
-        let by_field = self.txn.open_table(BY_FIELD)?;
+    pub fn has_entries_for(&self, event: &Event, seq: u64) -> Result<bool, IndexError> {
+        let sort = sort_bytes(sort_key(event, seq));
         for (code, name) in INDEXED_FIELDS.iter().enumerate() {
             if let Some(v) = event.field(name) {
-                if by_field.get((code as u8, v, ts, seq))?.is_none() {
+                let mut k = field_prefix(code as u8, v);
+                k.extend_from_slice(&sort);
+                if !self.by_field.contains_key(&k)? {
                     return Ok(false);
                 }
             }
         }
-        Ok(self.txn.open_table(BY_TIME)?.get((ts, seq))?.is_some())
+        Ok(self.by_time.contains_key(sort)?)
     }
 
-    fn driver(&self, filter: &Filter) -> Result<Driver, redb::Error> {
+    fn driver(&self, filter: &Filter) -> Result<Driver, IndexError> {
         for (code, name) in INDEXED_FIELDS.iter().enumerate().skip(1) {
             if let Some(v) = filter.exact(name) {
                 return Ok(Driver::Field(code as u8, vec![v.to_string()]));
@@ -258,14 +369,10 @@ impl IndexReader {
         Ok(match &filter.event_type {
             Some(TypeMatch::Exact(t)) => Driver::Field(0, vec![t.clone()]),
             Some(TypeMatch::Prefix(p)) => {
-                let types = self.txn.open_table(TYPES)?;
                 let mut found = Vec::new();
-                for entry in types.range(p.as_str()..)? {
+                for entry in self.types.prefix(p.as_bytes()) {
                     let (k, _) = entry?;
-                    if !k.value().starts_with(p.as_str()) {
-                        break;
-                    }
-                    found.push(k.value().to_string());
+                    found.push(String::from_utf8_lossy(&k).into_owned());
                 }
                 Driver::Field(0, found)
             }
@@ -282,61 +389,53 @@ impl IndexReader {
         lo: SortKey,
         hi: SortKey,
         descending: bool,
-        mut visit: impl FnMut(SortKey) -> Result<bool, redb::Error>,
-    ) -> Result<(), redb::Error> {
+        mut visit: impl FnMut(SortKey) -> Result<bool, IndexError>,
+    ) -> Result<(), IndexError> {
         if lo >= hi {
             return Ok(());
         }
-        match self.driver(filter)? {
+        let ordered = |it: Box<
+            dyn DoubleEndedIterator<Item = Result<fjall::KvPair, fjall::LsmError>>,
+        >|
+         -> KeyStream {
+            let keys = it.map(|r| r.map(|(k, _)| sort_from_tail(&k)).map_err(IndexError::from));
+            if descending {
+                Box::new(keys.rev())
+            } else {
+                Box::new(keys)
+            }
+        };
+        let streams: Vec<KeyStream> = match self.driver(filter)? {
             Driver::Time => {
-                let table = self.txn.open_table(BY_TIME)?;
-                let range = table.range(lo..hi)?;
-                let keys = range.map(|r| r.map(|(k, _)| k.value()));
-                if descending {
-                    drive(keys.rev(), &mut visit)
-                } else {
-                    drive(keys, &mut visit)
-                }
+                let range = self
+                    .by_time
+                    .range(sort_bytes(lo).to_vec()..sort_bytes(hi).to_vec());
+                vec![ordered(Box::new(range))]
             }
-            Driver::Field(code, values) => {
-                let table = self.txn.open_table(BY_FIELD)?;
-                let mut streams = Vec::with_capacity(values.len());
-                for v in &values {
-                    let range = table
-                        .range((code, v.as_str(), lo.0, lo.1)..(code, v.as_str(), hi.0, hi.1))?;
-                    let keys = range.map(|r| r.map(|(k, _)| (k.value().2, k.value().3)));
-                    let stream: Box<dyn Iterator<Item = Result<SortKey, redb::StorageError>>> =
-                        if descending {
-                            Box::new(keys.rev())
-                        } else {
-                            Box::new(keys)
-                        };
-                    streams.push(stream.peekable());
-                }
-                merge(streams, descending, &mut visit)
-            }
-        }
+            Driver::Field(code, values) => values
+                .iter()
+                .map(|v| {
+                    let prefix = field_prefix(code, v);
+                    let from = [prefix.as_slice(), &sort_bytes(lo)].concat();
+                    let to = [prefix.as_slice(), &sort_bytes(hi)].concat();
+                    ordered(Box::new(self.by_field.range(from..to)))
+                })
+                .collect(),
+        };
+        merge(
+            streams.into_iter().map(Iterator::peekable).collect(),
+            descending,
+            &mut visit,
+        )
     }
-}
-
-fn drive(
-    keys: impl Iterator<Item = Result<SortKey, redb::StorageError>>,
-    visit: &mut impl FnMut(SortKey) -> Result<bool, redb::Error>,
-) -> Result<(), redb::Error> {
-    for k in keys {
-        if !visit(k?)? {
-            break;
-        }
-    }
-    Ok(())
 }
 
 /// Merges sorted streams (one per matching event type) into one sorted stream.
-fn merge<I: Iterator<Item = Result<SortKey, redb::StorageError>>>(
-    mut streams: Vec<std::iter::Peekable<I>>,
+fn merge(
+    mut streams: Vec<std::iter::Peekable<KeyStream>>,
     descending: bool,
-    visit: &mut impl FnMut(SortKey) -> Result<bool, redb::Error>,
-) -> Result<(), redb::Error> {
+    visit: &mut impl FnMut(SortKey) -> Result<bool, IndexError>,
+) -> Result<(), IndexError> {
     loop {
         let mut best: Option<(usize, SortKey)> = None;
         for (i, s) in streams.iter_mut().enumerate() {
@@ -349,7 +448,7 @@ fn merge<I: Iterator<Item = Result<SortKey, redb::StorageError>>>(
                 }
                 Some(Err(_)) => {
                     if let Some(Err(e)) = s.next() {
-                        return Err(e.into());
+                        return Err(e);
                     }
                 }
                 None => {}
@@ -378,5 +477,28 @@ pub enum NodeError {
     #[error("tree node (level {level}, index {index}) is missing from the derived state")]
     Missing { level: u32, index: u64 },
     #[error("reading tree node: {0}")]
-    Db(#[from] redb::Error),
+    Db(#[from] IndexError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_sort_like_the_values_they_encode() {
+        let times = [i64::MIN, -5, -1, 0, 1, 1_700_000_000_000_000, i64::MAX];
+        for w in times.windows(2) {
+            assert!(sort_bytes((w[0], 9)) < sort_bytes((w[1], 0)), "{w:?}");
+            assert_eq!(sort_from_tail(&sort_bytes((w[0], 7))), (w[0], 7));
+        }
+        assert!(sort_bytes((5, 1)) < sort_bytes((5, 2)));
+        // Values of different lengths never interleave their entries.
+        let a = [
+            field_prefix(1, "ab"),
+            sort_bytes((i64::MAX, u64::MAX)).to_vec(),
+        ]
+        .concat();
+        let b = [field_prefix(1, "abc"), sort_bytes((i64::MIN, 0)).to_vec()].concat();
+        assert!(!b.starts_with(&field_prefix(1, "ab")) && !a.starts_with(&field_prefix(1, "abc")));
+    }
 }

@@ -164,7 +164,7 @@ impl TenantLog {
     pub fn open(dir: &Path, tenant: &str, config: LogConfig) -> Result<TenantLog, StoreError> {
         let log_dir = dir.join("log");
         segment::create_dir_durable(&log_dir)?;
-        let index = Arc::new(Index::open(&dir.join("index.redb"))?);
+        let index = Arc::new(Index::open(&dir.join(crate::index::INDEX_DIR))?);
         let segments = Arc::new(Segments {
             dir: log_dir.clone(),
             files: RwLock::new(HashMap::new()),
