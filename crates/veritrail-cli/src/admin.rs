@@ -133,11 +133,15 @@ pub fn reindex(args: DataDirArgs) -> anyhow::Result<ExitCode> {
             ProgressBar::new_spinner().with_message(format!("rebuilding the indexes of {tenant}"));
         spinner.enable_steady_tick(Duration::from_millis(120));
         let index = dir.join(veritrail_store::index::INDEX_DIR);
-        // Opening the index takes its lock: a running server holds it, and then nothing is deleted.
-        let lock = veritrail_store::index::Index::open(&index)
-            .with_context(|| format!("opening {} (is the server stopped?)", index.display()))?;
+        // Hold the index's lock while deleting it: a running server holds it, and then nothing is
+        // deleted. The lock file itself stays; it is released just before the rebuild takes it.
+        let lock = veritrail_store::index::lock(&index)
+            .with_context(|| format!("locking {}", index.display()))?;
+        if index.exists() {
+            std::fs::remove_dir_all(&index)
+                .with_context(|| format!("removing {}", index.display()))?;
+        }
         drop(lock);
-        std::fs::remove_dir_all(&index).with_context(|| format!("removing {}", index.display()))?;
         let log = veritrail_store::log::TenantLog::open(&dir, &tenant, Default::default())
             .with_context(|| format!("replaying the log of {tenant}"))?;
         let size = log.head().size;

@@ -12,12 +12,26 @@ use serde_json::{json, Value};
 
 use crate::client::{Client, ServerArgs};
 
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    Veritrail,
+    Postgres,
+}
+
 /// Flags of `bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Server to drive; without it a fresh server is started on a temporary directory.
+    /// Measure only this target; without it both run, one after the other, and the ratios follow.
+    #[arg(long, value_enum)]
+    target: Option<Target>,
+    /// Veritrail server to drive; without it a fresh server is started on a temporary directory.
     #[arg(long)]
     server: Option<String>,
+    /// PostgreSQL to write to (libpq URL or key=value string; the `audit_events` table is dropped
+    /// and recreated); without it a temporary cluster is started on loopback.
+    #[arg(long)]
+    postgres: Option<String>,
     /// Events to send.
     #[arg(long, default_value_t = 100_000)]
     events: usize,
@@ -76,22 +90,23 @@ fn start_server() -> anyhow::Result<OwnServer> {
 }
 
 /// A small deterministic generator, so runs are comparable.
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 ^= self.0 << 13;
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0
     }
 
-    fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (self.next() % n.max(1) as u64) as usize
     }
 }
 
-const SERVICES: [(&str, &str); 8] = [
+/// Kubernaut's services: category and a typical event type.
+pub(crate) const SERVICES: [(&str, &str); 8] = [
     ("gateway", "gateway.signal.received"),
     ("signalprocessing", "signalprocessing.signal.enriched"),
     ("analysis", "aianalysis.analysis.completed"),
@@ -138,7 +153,7 @@ fn make_event(rng: &mut Rng, correlations: usize, now: chrono::DateTime<chrono::
 }
 
 /// Percentile of sorted samples, in milliseconds.
-fn pct(sorted: &[Duration], p: f64) -> f64 {
+pub(crate) fn pct(sorted: &[Duration], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }
@@ -160,31 +175,39 @@ fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-/// Sends every batch from `clients` threads; returns per-request latencies and elapsed time.
-fn ingest(url: &str, args: &BenchArgs) -> anyhow::Result<(Vec<Duration>, Duration)> {
+/// The workload: every batch as JSON values, the same for every target.
+fn make_batches(args: &BenchArgs) -> Vec<Vec<Value>> {
     let now = chrono::Utc::now();
-    let mut batches: Vec<Vec<u8>> = Vec::new();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let mut batches = Vec::new();
     let mut left = args.events;
     while left > 0 {
         let n = left.min(args.batch);
-        let events: Vec<Value> = (0..n)
-            .map(|_| make_event(&mut rng, args.correlations, now))
-            .collect();
-        batches.push(serde_json::to_vec(&events)?);
+        batches.push(
+            (0..n)
+                .map(|_| make_event(&mut rng, args.correlations, now))
+                .collect(),
+        );
         left -= n;
     }
+    batches
+}
+
+/// Sends every batch from `clients` threads; returns sorted per-request latencies and elapsed time.
+fn ingest(
+    url: &str,
+    batches: &[Vec<Value>],
+    clients: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let bodies: Vec<Vec<u8>> = batches
+        .iter()
+        .map(serde_json::to_vec)
+        .collect::<Result<_, _>>()?;
+    let mut chunks: Vec<Vec<Vec<u8>>> = (0..clients).map(|_| Vec::new()).collect();
+    for (i, b) in bodies.into_iter().enumerate() {
+        chunks[i % clients].push(b);
+    }
     let started = Instant::now();
-    let chunks: Vec<Vec<Vec<u8>>> = (0..args.clients)
-        .map(|c| {
-            batches
-                .iter()
-                .skip(c)
-                .step_by(args.clients)
-                .cloned()
-                .collect()
-        })
-        .collect();
     let handles: Vec<_> = chunks
         .into_iter()
         .map(|mine| {
@@ -210,7 +233,9 @@ fn ingest(url: &str, args: &BenchArgs) -> anyhow::Result<(Vec<Duration>, Duratio
                 .map_err(|_| anyhow::anyhow!("a client thread panicked"))??,
         );
     }
-    Ok((all, started.elapsed()))
+    let elapsed = started.elapsed();
+    all.sort();
+    Ok((all, elapsed))
 }
 
 fn time_queries(
@@ -230,12 +255,8 @@ fn time_queries(
     Ok(lat)
 }
 
-/// Runs the benchmark.
-pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(
-        args.clients > 0 && args.batch > 0 && args.events > 0,
-        "--events, --clients and --batch must be positive"
-    );
+/// Measures Veritrail: ingest, then queries and proofs.
+fn run_veritrail(args: &BenchArgs, batches: &[Vec<Value>]) -> anyhow::Result<Value> {
     let own = if args.server.is_none() {
         Some(start_server()?)
     } else {
@@ -246,14 +267,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| own.as_ref().map(|o| o.url.clone()))
         .unwrap_or_default();
-    if !args.json {
-        eprintln!(
-            "ingesting {} events in batches of {} from {} clients into {url}",
-            args.events, args.batch, args.clients
-        );
-    }
-    let (mut lat, elapsed) = ingest(&url, &args)?;
-    lat.sort();
+    let (lat, elapsed) = ingest(&url, batches, args.clients)?;
     let client = Client::new(&ServerArgs {
         server: url.clone(),
     })?;
@@ -279,7 +293,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         ("/v1/proof/inclusion".into(), p)
     })?;
     let bytes = own.as_ref().map(|o| dir_bytes(&o.dir));
-    let result = json!({
+    Ok(json!({
         "target": "veritrail",
         "events": args.events,
         "clients": args.clients,
@@ -295,11 +309,94 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         "inclusion_proof_p50_ms": pct(&proofs, 0.50),
         "inclusion_proof_p99_ms": pct(&proofs, 0.99),
         "bytes_per_event": bytes.map(|b| b / args.events as u64),
-    });
-    if args.json {
-        println!("{result}");
+    }))
+}
+
+/// Measures PostgreSQL: multi-row INSERT from `--clients` and from one client, and COPY.
+fn run_postgres(args: &BenchArgs, batches: &[Vec<Value>]) -> anyhow::Result<Vec<Value>> {
+    let own = if args.postgres.is_none() {
+        Some(crate::bench_pg::start_cluster()?)
     } else {
-        println!("{}", serde_json::to_string_pretty(&result)?);
+        None
+    };
+    let url = args
+        .postgres
+        .clone()
+        .or_else(|| own.as_ref().map(|o| o.url.clone()))
+        .unwrap_or_default();
+    let mut plans = vec![(args.clients, crate::bench_pg::Method::Insert)];
+    if args.clients != 1 {
+        plans.push((1, crate::bench_pg::Method::Insert));
+    }
+    plans.push((1, crate::bench_pg::Method::Copy));
+    plans
+        .into_iter()
+        .map(|(clients, method)| {
+            crate::bench_pg::run(
+                &url,
+                batches,
+                clients,
+                method,
+                args.queries,
+                args.correlations,
+            )
+        })
+        .collect()
+}
+
+/// Veritrail's advantage on each measure (greater than 1 means Veritrail is better).
+fn ratios(v: &Value, pg: &[Value]) -> Value {
+    let f = |x: &Value, k: &str| x[k].as_f64().unwrap_or(f64::NAN);
+    let best = pg.iter().map(|p| f(p, "events_per_s")).fold(0.0, f64::max);
+    let pg0 = pg.first().cloned().unwrap_or(Value::Null);
+    json!({
+        "ratios": {
+            "ingest_vs_best_postgres_method": f(v, "events_per_s") / best,
+            "ingest_vs_postgres_insert_same_clients": f(v, "events_per_s") / f(&pg0, "events_per_s"),
+            "timeline_p50_speedup": f(&pg0, "timeline_p50_ms") / f(v, "timeline_p50_ms"),
+            "filtered_window_p50_speedup": f(&pg0, "filtered_window_p50_ms") / f(v, "filtered_window_p50_ms"),
+            "bytes_per_event_postgres_over_veritrail": f(&pg0, "bytes_per_event") / f(v, "bytes_per_event"),
+        }
+    })
+}
+
+/// Runs the benchmark.
+pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(
+        args.clients > 0 && args.batch > 0 && args.events > 0,
+        "--events, --clients and --batch must be positive"
+    );
+    let batches = make_batches(&args);
+    let show = |v: &Value| -> anyhow::Result<()> {
+        if args.json {
+            println!("{v}");
+        } else {
+            println!("{}", serde_json::to_string_pretty(v)?);
+        }
+        Ok(())
+    };
+    if !args.json {
+        eprintln!(
+            "workload: {} events in batches of {} from {} clients",
+            args.events, args.batch, args.clients
+        );
+    }
+    let veritrail = match args.target {
+        None | Some(Target::Veritrail) => Some(run_veritrail(&args, &batches)?),
+        Some(Target::Postgres) => None,
+    };
+    if let Some(v) = &veritrail {
+        show(v)?;
+    }
+    let postgres = match args.target {
+        None | Some(Target::Postgres) => run_postgres(&args, &batches)?,
+        Some(Target::Veritrail) => Vec::new(),
+    };
+    for p in &postgres {
+        show(p)?;
+    }
+    if let (Some(v), false) = (&veritrail, postgres.is_empty()) {
+        show(&ratios(v, &postgres))?;
     }
     Ok(ExitCode::SUCCESS)
 }

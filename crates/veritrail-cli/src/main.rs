@@ -4,6 +4,7 @@
 
 mod admin;
 mod bench;
+mod bench_pg;
 mod client;
 mod filters;
 mod serve;

@@ -110,6 +110,9 @@ pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
 struct Reader<'a> {
     map: &'a Map<String, Value>,
     errors: Vec<FieldError>,
+    /// Whether to check `event_data`'s limits (depth, exact numbers, size): input from producers
+    /// is checked; a stored leaf was checked when it was ingested and is covered by its hash.
+    check_payload: bool,
 }
 
 impl<'a> Reader<'a> {
@@ -200,7 +203,12 @@ impl<'a> Reader<'a> {
         match self.map.get("event_data") {
             None | Some(Value::Null) => Map::new(),
             Some(Value::Object(m)) => {
-                if let Err(message) = check_payload(m) {
+                let checked = if self.check_payload {
+                    check_payload(m)
+                } else {
+                    Ok(())
+                };
+                if let Err(message) = checked {
                     self.error("event_data", message);
                 }
                 m.clone()
@@ -310,6 +318,14 @@ impl Event {
     /// A missing `event_id` is filled in with `new_id()` (the server passes a UUIDv7 source);
     /// missing actor and resource fields get Kubernaut's defaults.
     pub fn from_json(value: &Value, new_id: impl FnOnce() -> Uuid) -> Result<Event, EventError> {
+        Event::read(value, new_id, true)
+    }
+
+    fn read(
+        value: &Value,
+        new_id: impl FnOnce() -> Uuid,
+        check_payload: bool,
+    ) -> Result<Event, EventError> {
         let Value::Object(map) = value else {
             return Err(EventError(vec![FieldError {
                 field: "(event)".into(),
@@ -319,6 +335,7 @@ impl Event {
         let mut r = Reader {
             map,
             errors: Vec::new(),
+            check_payload,
         };
         for key in map.keys() {
             if !KNOWN_FIELDS.contains(&key.as_str()) {
@@ -547,7 +564,7 @@ impl Record {
             .and_then(parse_time)
             .ok_or_else(|| layout("ingested_at"))?;
         let event_value = obj.get("event").ok_or_else(|| layout("event"))?;
-        let event = Event::from_json(event_value, Uuid::nil)?;
+        let event = Event::read(event_value, Uuid::nil, false)?;
         if event_value.get("event_id").is_none() {
             return Err(layout("event.event_id missing"));
         }

@@ -156,23 +156,31 @@ fn node_key(level: u32, index: u64) -> [u8; 9] {
     k
 }
 
-fn lock_error(path: &Path, e: impl std::fmt::Display) -> IndexError {
-    fjall::Error::Io(std::io::Error::other(format!(
-        "{} is in use by another process (is a server running on this data directory?): {e}",
-        path.display()
-    )))
+/// Takes the exclusive lock of the index at `path` (the file `<path>.lock`), without opening the
+/// index itself: `reindex` needs the lock even when the index is too damaged to open.
+pub fn lock(path: &Path) -> Result<File, IndexError> {
+    let lock_path = path.with_extension("lock");
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(fjall::Error::Io(std::io::Error::other(format!(
+                "{} is in use by another process (is a server running on this data directory?)",
+                path.display()
+            ))))
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(fjall::Error::Io(e)),
+    }
 }
 
 impl Index {
     /// Opens (or creates) the index at `path`, taking its lock.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
-        let lock_path = path.with_extension("lock");
-        let lock = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)?;
-        lock.try_lock().map_err(|e| lock_error(path, e))?;
+        let lock = lock(path)?;
         let keyspace = Config::new(path).open()?;
         let open = |name: &str| keyspace.open_partition(name, PartitionCreateOptions::default());
         let tables = Tables {

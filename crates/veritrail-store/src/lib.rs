@@ -1,8 +1,8 @@
 //! Veritrail's storage.
 //!
 //! [`Store`] is the one interface the server uses; [`embedded::EmbeddedStore`] implements it on
-//! local files: per tenant an append-only segment log (the source of truth), a redb database of
-//! derived state (indexes and Merkle nodes, rebuildable), and a signed-checkpoint history.
+//! local files: per tenant an append-only segment log (the source of truth), an LSM key-value store
+//! (fjall) of derived state (indexes and Merkle nodes, rebuildable), and a signed-checkpoint history.
 
 pub mod checkpoints;
 pub mod embedded;

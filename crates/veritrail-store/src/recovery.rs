@@ -1,7 +1,8 @@
 //! Startup recovery: bring the derived state up to the log, and cut a torn tail.
 //!
-//! Only what the last durable index commit does not cover is scanned, so startup time does not
-//! grow with the log. The rules, from `docs/design/log-format.md`:
+//! Only the records the index does not cover yet are scanned (after a process crash the index
+//! usually has them all; after a machine crash it may have lost its unsynced tail), so startup
+//! time does not grow with the log. The rules, from `docs/design/log-format.md`:
 //! - an incomplete record, or zeros up to the end, at the end of the newest segment is a torn
 //!   write (it was never acknowledged, because acknowledgement follows fsync): it is cut off;
 //! - any other damage (a complete record whose checksum fails, a sequence gap, a missing
