@@ -93,6 +93,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/v1/events/{event_id}", get(read::get_event))
         .route("/v1/correlations/{id}/timeline", get(read::timeline))
+        .route("/v1/producers", get(read::producers))
         .route("/v1/checkpoint", get(proofs::checkpoint))
         .route("/v1/key", get(proofs::key))
         .route("/v1/proof/inclusion", get(proofs::inclusion))

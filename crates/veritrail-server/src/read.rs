@@ -173,3 +173,43 @@ pub async fn timeline(
         json!({"correlation_id": id, "count": events.len(), "events": events, "next_cursor": next_cursor}),
     ))
 }
+
+/// `GET /v1/producers[?producer_id=…]`: each producer's `producer_seq` state as the log shows it:
+/// gaps (events missing between the ones received), late events and when it was last seen.
+pub async fn producers(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<Json<Value>, Problem> {
+    let mut only = None;
+    for (k, v) in params {
+        match k.as_str() {
+            "producer_id" => only = Some(v),
+            _ => {
+                return Err(Problem::bad_request(format!(
+                    "unknown parameter `{k}`; only `producer_id` is accepted"
+                )))
+            }
+        }
+    }
+    let store = state.store.clone();
+    let all = blocking(move || store.producers(DEFAULT_TENANT).map_err(Problem::from)).await?;
+    let list: Vec<Value> = all
+        .into_iter()
+        .filter(|p| only.as_ref().is_none_or(|id| *id == p.producer_id))
+        .map(|p| {
+            let last_seen =
+                chrono::DateTime::from_timestamp_micros(p.last_seen_us).map(|t| format_time(&t));
+            json!({
+                "producer_id": p.producer_id,
+                "first_seq": p.first_seq,
+                "last_seq": p.last_seq,
+                "last_seen": last_seen,
+                "events": p.events,
+                "missing": p.missing,
+                "late": p.late,
+                "gaps": p.gaps.iter().map(|(a, b)| json!({"from": a, "to": b})).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Ok(Json(json!({ "producers": list })))
+}

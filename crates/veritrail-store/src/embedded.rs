@@ -254,6 +254,13 @@ impl Store for EmbeddedStore {
         }
     }
 
+    fn producers(&self, tenant: &str) -> Result<Vec<crate::producers::ProducerStatus>, StoreError> {
+        let Some(t) = self.tenant(tenant, false)? else {
+            return Ok(Vec::new());
+        };
+        Ok(t.log.index.reader()?.producers()?)
+    }
+
     fn tenants(&self) -> Vec<String> {
         self.tenant_names()
     }

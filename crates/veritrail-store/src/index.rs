@@ -23,6 +23,7 @@
 //! | `by_time` | time u64 ‖ seq u64 | empty |
 //! | `by_field` | field code u8 ‖ value length u32 ‖ value ‖ time u64 ‖ seq u64 | empty |
 //! | `types` | event type | count u64 |
+//! | `producers` | producer id | sequence state (JSON, see `producers.rs`) |
 
 use std::fs::File;
 use std::path::Path;
@@ -32,6 +33,8 @@ use uuid::Uuid;
 use veritrail_core::event::Event;
 use veritrail_core::hash::Hash;
 use veritrail_core::query::{Filter, TypeMatch};
+
+use crate::producers::ProducerStatus;
 
 /// Directory of the index inside a tenant directory (its lock file is `index.lock`).
 pub const INDEX_DIR: &str = "index";
@@ -84,6 +87,8 @@ pub struct LeafEntry<'a> {
     pub seq: u64,
     pub pos: Pos,
     pub event: &'a Event,
+    /// When the server recorded the event, µs since the epoch.
+    pub ingested_at_us: i64,
 }
 
 /// The sort key of an event.
@@ -101,6 +106,7 @@ struct Tables {
     by_time: PartitionHandle,
     by_field: PartitionHandle,
     types: PartitionHandle,
+    producers: PartitionHandle,
 }
 
 /// The derived-state database. Holds an exclusive lock on `<path>.lock` while open, so that a
@@ -191,6 +197,7 @@ impl Index {
             by_time: open("by_time")?,
             by_field: open("by_field")?,
             types: open("types")?,
+            producers: open("producers")?,
         };
         Ok(Index {
             keyspace,
@@ -209,14 +216,15 @@ impl Index {
     }
 
     /// Adds the derived entries of consecutive leaves and the tree nodes they completed, in one
-    /// atomic batch. `durable` asks for an fsync of fjall's journal.
+    /// atomic batch. `durable` asks for an fsync of fjall's journal. Returns how many events the
+    /// producers' sequence numbers show as newly missing.
     pub fn apply(
         &self,
         leaves: &[LeafEntry<'_>],
         nodes: &[(u32, u64, Hash)],
         new_size: u64,
         durable: bool,
-    ) -> Result<(), IndexError> {
+    ) -> Result<u64, IndexError> {
         let t = &self.tables;
         let mut batch = self.keyspace.batch();
         // Distinct event types of this batch, counted once per batch rather than per event.
@@ -260,11 +268,51 @@ impl Index {
             INDEXED_SIZE.to_vec(),
             new_size.to_be_bytes().to_vec(),
         );
+        let newly_missing = self.track_producers(leaves, &mut batch)?;
         batch.commit()?;
         if durable {
             self.sync()?;
         }
-        Ok(())
+        Ok(newly_missing)
+    }
+
+    /// Updates the producers' sequence state for `leaves` (in log order) into `batch`.
+    fn track_producers(
+        &self,
+        leaves: &[LeafEntry<'_>],
+        batch: &mut fjall::Batch,
+    ) -> Result<u64, IndexError> {
+        let mut states: std::collections::HashMap<&str, ProducerStatus> =
+            std::collections::HashMap::new();
+        let mut newly_missing = 0;
+        for leaf in leaves {
+            let e = leaf.event;
+            let (Some(id), Some(seq)) = (e.producer_id.as_deref(), e.producer_seq) else {
+                continue;
+            };
+            let at = leaf.ingested_at_us;
+            if !states.contains_key(id) {
+                let stored = self
+                    .tables
+                    .producers
+                    .get(id)?
+                    .and_then(|v| ProducerStatus::from_bytes(id, &v));
+                match stored {
+                    Some(p) => states.insert(id, p),
+                    None => {
+                        states.insert(id, ProducerStatus::first(id, seq, at));
+                        continue;
+                    }
+                };
+            }
+            if let Some(p) = states.get_mut(id) {
+                newly_missing += p.observe(seq, at);
+            }
+        }
+        for (id, p) in states {
+            batch.insert(&self.tables.producers, id.as_bytes().to_vec(), p.to_bytes());
+        }
+        Ok(newly_missing)
     }
 
     /// Makes everything applied so far durable.
@@ -284,6 +332,7 @@ impl Index {
             by_time: t.by_time.snapshot_at(instant),
             by_field: t.by_field.snapshot_at(instant),
             types: t.types.snapshot_at(instant),
+            producers: t.producers.snapshot_at(instant),
         })
     }
 }
@@ -297,6 +346,7 @@ pub struct IndexReader {
     by_time: Snapshot,
     by_field: Snapshot,
     types: Snapshot,
+    producers: Snapshot,
 }
 
 /// Which index drives a query.
@@ -341,6 +391,19 @@ impl IndexReader {
                 Err(e) => Err(NodeError::Db(e.into())),
             },
         )
+    }
+
+    /// Every producer's sequence state, by producer id.
+    pub fn producers(&self) -> Result<Vec<ProducerStatus>, IndexError> {
+        let mut out = Vec::new();
+        for entry in self.producers.iter() {
+            let (k, v) = entry?;
+            let id = String::from_utf8_lossy(&k);
+            if let Some(p) = ProducerStatus::from_bytes(&id, &v) {
+                out.push(p);
+            }
+        }
+        Ok(out)
     }
 
     /// Counts of entries per table, for fsck's cross-check (a full scan of each table).

@@ -11,6 +11,7 @@ pub mod fsck;
 pub mod index;
 pub mod keys;
 pub mod log;
+pub mod producers;
 pub mod query;
 mod recovery;
 pub mod segment;
@@ -61,6 +62,8 @@ pub trait Store: Send + Sync + 'static {
     fn consistency_proof(&self, tenant: &str, old: u64, new: u64) -> Result<Vec<Hash>, StoreError>;
     /// The latest signed checkpoint; one is issued first if the tree grew since the last.
     fn checkpoint(&self, tenant: &str) -> Result<SignedCheckpoint, StoreError>;
+    /// Every producer's sequence state (gaps in `producer_seq`: the capture-rate signal).
+    fn producers(&self, tenant: &str) -> Result<Vec<producers::ProducerStatus>, StoreError>;
     /// Tenants that have a log.
     fn tenants(&self) -> Vec<String>;
     /// Events queued but not yet durable, over all tenants.

@@ -389,7 +389,7 @@ impl Writer {
         let result = if new_leaves.is_empty() {
             Ok(())
         } else {
-            self.persist(&new_leaves)
+            self.persist(&new_leaves, ingested_at)
         };
         let tree_size = self.frontier.size();
         for p in planned {
@@ -512,7 +512,11 @@ impl Writer {
     }
 
     /// Writes and fsyncs the group's records, then extends the tree and the derived state.
-    fn persist(&mut self, leaves: &[NewLeaf]) -> Result<(), StoreError> {
+    fn persist(
+        &mut self,
+        leaves: &[NewLeaf],
+        ingested_at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
         if self.seg_len >= self.config.segment_bytes {
             self.rotate()?;
         }
@@ -556,6 +560,7 @@ impl Writer {
                     offset: *off,
                 },
                 event: &l.event,
+                ingested_at_us: ingested_at.timestamp_micros(),
             })
             .collect();
         let started = Instant::now();
@@ -564,6 +569,10 @@ impl Writer {
             .apply(&entries, &nodes, self.frontier.size(), false);
         metrics::histogram!("veritrail_index_update_seconds")
             .record(started.elapsed().as_secs_f64());
+        if let Ok(missing) = applied {
+            metrics::counter!("veritrail_producer_missing_events_total", "tenant" => self.tenant.clone())
+                .increment(missing);
+        }
         if let Err(e) = applied {
             // The events are durable in the log; the derived state is behind and a restart
             // replays it. Refuse further appends until then rather than serve a stale index.

@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::path::Path;
 
-use veritrail_core::event::{Event, Record};
+use veritrail_core::event::Record;
 use veritrail_core::hash::leaf_hash;
 use veritrail_core::merkle::Frontier;
 
@@ -181,7 +181,7 @@ fn resume_point(
 struct Scan<'a> {
     index: &'a Index,
     frontier: Frontier,
-    batch: Vec<(u64, Pos, Event, veritrail_core::hash::Hash)>,
+    batch: Vec<(u64, Pos, Record, veritrail_core::hash::Hash)>,
     next_seq: u64,
 }
 
@@ -232,7 +232,7 @@ impl Scan<'_> {
         let record = Record::from_bytes(&raw.payload)
             .map_err(|e| StoreError::Damaged(format!("{} seq {}: {e}", path.display(), raw.seq)))?;
         self.batch
-            .push((raw.seq, pos, record.event, leaf_hash(&raw.payload)));
+            .push((raw.seq, pos, record, leaf_hash(&raw.payload)));
         self.next_seq += 1;
         if self.batch.len() >= RECOVERY_BATCH {
             self.flush()?;
@@ -249,10 +249,11 @@ impl Scan<'_> {
         let entries: Vec<LeafEntry<'_>> = self
             .batch
             .iter()
-            .map(|(seq, pos, event, _)| LeafEntry {
+            .map(|(seq, pos, record, _)| LeafEntry {
                 seq: *seq,
                 pos: *pos,
-                event,
+                event: &record.event,
+                ingested_at_us: record.ingested_at.timestamp_micros(),
             })
             .collect();
         self.index

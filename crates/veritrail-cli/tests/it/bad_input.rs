@@ -347,3 +347,40 @@ fn malformed_proof_queries_are_problems_too() {
     let c = server.get("/v1/proof/consistency?from=1").ok_json();
     assert_eq!(c["from"].as_u64(), Some(1));
 }
+
+#[test]
+fn producer_gaps_are_detected_and_served() {
+    let scratch = support::Scratch::new();
+    let mut server = Server::start(&scratch.data());
+    let mut events = Vec::new();
+    for seq in [0u64, 1, 2, 5, 6, 3] {
+        let mut e = support::event(seq as usize, "gaps");
+        e["producer_id"] = json!("svc-a");
+        e["producer_seq"] = json!(seq);
+        events.push(e);
+    }
+    server.ingest(&json!(events));
+    let resp = server.get("/v1/producers?producer_id=svc-a");
+    assert_eq!(resp.status, 200, "{}", resp.text);
+    let body = resp.json();
+    let p = &body["producers"][0];
+    assert_eq!(p["producer_id"], "svc-a", "{body}");
+    assert_eq!(p["last_seq"], 6);
+    assert_eq!(
+        p["missing"], 1,
+        "seq 4 is missing, 3 filled its place in the gap: {body}"
+    );
+    assert_eq!(p["gaps"], json!([{"from": 4, "to": 4}]));
+    // The state is derived from the log: it survives a restart and a reindex.
+    server.stop();
+    let data = scratch.data();
+    let out = support::cli(&["reindex", "--data-dir", data.to_str().expect("utf-8 path")]);
+    assert!(out.status.success(), "{}", support::show(&out));
+    let server = Server::start(&data);
+    let again = server.get("/v1/producers").json();
+    assert_eq!(
+        again["producers"][0]["gaps"],
+        json!([{"from": 4, "to": 4}]),
+        "{again}"
+    );
+}
