@@ -175,51 +175,63 @@ fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-/// The workload: every batch as JSON values, the same for every target.
-fn make_batches(args: &BenchArgs) -> Vec<Vec<Value>> {
-    let now = chrono::Utc::now();
-    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let mut batches = Vec::new();
-    let mut left = args.events;
-    while left > 0 {
-        let n = left.min(args.batch);
-        batches.push(
-            (0..n)
-                .map(|_| make_event(&mut rng, args.correlations, now))
-                .collect(),
-        );
-        left -= n;
-    }
-    batches
+/// The workload: batches generated on demand, batch `i` the same for every target, so that
+/// millions of events never sit in memory at once.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Workload {
+    pub(crate) events: usize,
+    pub(crate) batch: usize,
+    pub(crate) correlations: usize,
+    now: chrono::DateTime<chrono::Utc>,
 }
 
-/// Sends every batch from `clients` threads; returns sorted per-request latencies and elapsed time.
-fn ingest(
-    url: &str,
-    batches: &[Vec<Value>],
-    clients: usize,
-) -> anyhow::Result<(Vec<Duration>, Duration)> {
-    let bodies: Vec<Vec<u8>> = batches
-        .iter()
-        .map(serde_json::to_vec)
-        .collect::<Result<_, _>>()?;
-    let mut chunks: Vec<Vec<Vec<u8>>> = (0..clients).map(|_| Vec::new()).collect();
-    for (i, b) in bodies.into_iter().enumerate() {
-        chunks[i % clients].push(b);
+impl Workload {
+    fn new(args: &BenchArgs) -> Workload {
+        Workload {
+            events: args.events,
+            batch: args.batch,
+            correlations: args.correlations,
+            now: chrono::Utc::now(),
+        }
     }
+
+    /// Number of batches.
+    pub(crate) fn batches(&self) -> usize {
+        self.events.div_ceil(self.batch)
+    }
+
+    /// Batch `i`.
+    pub(crate) fn batch(&self, i: usize) -> Vec<Value> {
+        let n = self.batch.min(self.events - i * self.batch);
+        let mut rng =
+            Rng(0x9E37_79B9_7F4A_7C15 ^ (i as u64 + 1).wrapping_mul(0x2545_F491_4F6C_DD1D));
+        (0..n)
+            .map(|_| make_event(&mut rng, self.correlations, self.now))
+            .collect()
+    }
+}
+
+/// Runs `send` for every batch from `clients` threads (batch `i` on thread `i % clients`);
+/// returns the sorted latencies of `send` alone and the elapsed time.
+pub(crate) fn drive<C>(
+    work: Workload,
+    clients: usize,
+    connect: impl Fn() -> anyhow::Result<C> + Send + Sync + 'static,
+    send: impl Fn(&mut C, Vec<Value>) -> anyhow::Result<()> + Send + Sync + 'static,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let connect = std::sync::Arc::new(connect);
+    let send = std::sync::Arc::new(send);
     let started = Instant::now();
-    let handles: Vec<_> = chunks
-        .into_iter()
-        .map(|mine| {
-            let server = ServerArgs {
-                server: url.to_string(),
-            };
+    let handles: Vec<_> = (0..clients)
+        .map(|c| {
+            let (connect, send) = (connect.clone(), send.clone());
             std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
-                let client = Client::new(&server)?;
-                let mut lat = Vec::with_capacity(mine.len());
-                for body in mine {
+                let mut conn = connect()?;
+                let mut lat = Vec::new();
+                for i in (c..work.batches()).step_by(clients) {
+                    let batch = work.batch(i);
                     let t = Instant::now();
-                    client.post("/v1/events", "application/json", body)?;
+                    send(&mut conn, batch)?;
                     lat.push(t.elapsed());
                 }
                 Ok(lat)
@@ -236,6 +248,26 @@ fn ingest(
     let elapsed = started.elapsed();
     all.sort();
     Ok((all, elapsed))
+}
+
+/// Sends every batch to Veritrail's `POST /v1/events`.
+fn ingest(url: &str, work: Workload, clients: usize) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let server = ServerArgs {
+        server: url.to_string(),
+    };
+    drive(
+        work,
+        clients,
+        move || Client::new(&server),
+        |client, batch| {
+            client.post(
+                "/v1/events",
+                "application/json",
+                serde_json::to_vec(&batch)?,
+            )?;
+            Ok(())
+        },
+    )
 }
 
 fn time_queries(
@@ -256,7 +288,7 @@ fn time_queries(
 }
 
 /// Measures Veritrail: ingest, then queries and proofs.
-fn run_veritrail(args: &BenchArgs, batches: &[Vec<Value>]) -> anyhow::Result<Value> {
+fn run_veritrail(args: &BenchArgs, work: Workload) -> anyhow::Result<Value> {
     let own = if args.server.is_none() {
         Some(start_server()?)
     } else {
@@ -267,7 +299,7 @@ fn run_veritrail(args: &BenchArgs, batches: &[Vec<Value>]) -> anyhow::Result<Val
         .clone()
         .or_else(|| own.as_ref().map(|o| o.url.clone()))
         .unwrap_or_default();
-    let (lat, elapsed) = ingest(&url, batches, args.clients)?;
+    let (lat, elapsed) = ingest(&url, work, args.clients)?;
     let client = Client::new(&ServerArgs {
         server: url.clone(),
     })?;
@@ -313,7 +345,7 @@ fn run_veritrail(args: &BenchArgs, batches: &[Vec<Value>]) -> anyhow::Result<Val
 }
 
 /// Measures PostgreSQL: multi-row INSERT from `--clients` and from one client, and COPY.
-fn run_postgres(args: &BenchArgs, batches: &[Vec<Value>]) -> anyhow::Result<Vec<Value>> {
+fn run_postgres(args: &BenchArgs, work: Workload) -> anyhow::Result<Vec<Value>> {
     let own = if args.postgres.is_none() {
         Some(crate::bench_pg::start_cluster()?)
     } else {
@@ -332,14 +364,7 @@ fn run_postgres(args: &BenchArgs, batches: &[Vec<Value>]) -> anyhow::Result<Vec<
     plans
         .into_iter()
         .map(|(clients, method)| {
-            crate::bench_pg::run(
-                &url,
-                batches,
-                clients,
-                method,
-                args.queries,
-                args.correlations,
-            )
+            crate::bench_pg::run(&url, work, clients, method, args.queries, args.correlations)
         })
         .collect()
 }
@@ -366,7 +391,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         args.clients > 0 && args.batch > 0 && args.events > 0,
         "--events, --clients and --batch must be positive"
     );
-    let batches = make_batches(&args);
+    let work = Workload::new(&args);
     let show = |v: &Value| -> anyhow::Result<()> {
         if args.json {
             println!("{v}");
@@ -382,14 +407,14 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let veritrail = match args.target {
-        None | Some(Target::Veritrail) => Some(run_veritrail(&args, &batches)?),
+        None | Some(Target::Veritrail) => Some(run_veritrail(&args, work)?),
         Some(Target::Postgres) => None,
     };
     if let Some(v) = &veritrail {
         show(v)?;
     }
     let postgres = match args.target {
-        None | Some(Target::Postgres) => run_postgres(&args, &batches)?,
+        None | Some(Target::Postgres) => run_postgres(&args, work)?,
         Some(Target::Veritrail) => Vec::new(),
     };
     for p in &postgres {

@@ -17,6 +17,8 @@ use postgres::types::ToSql;
 use postgres::{Client, NoTls};
 use serde_json::{json, Value};
 
+use crate::bench::Workload;
+
 /// Kubernaut's `audit_events` table and indexes (from its v1 migrations).
 const SCHEMA: &str = include_str!("kubernaut_audit_events.sql");
 
@@ -309,57 +311,32 @@ fn copy_batch(client: &mut Client, rows: &[Row]) -> anyhow::Result<()> {
 }
 
 /// How rows are written.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     Insert,
     Copy,
 }
 
-/// Writes every batch from `clients` connections; returns per-batch latencies and elapsed time.
+/// Writes every batch from `clients` connections, one transaction per batch.
 fn ingest(
     url: &str,
-    batches: &[Vec<Value>],
+    work: Workload,
     clients: usize,
     method: Method,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
-    let rows: Vec<Vec<Row>> = batches
-        .iter()
-        .map(|b| b.iter().map(row).collect())
-        .collect::<anyhow::Result<_>>()?;
-    let mut chunks: Vec<Vec<Vec<Row>>> = (0..clients).map(|_| Vec::new()).collect();
-    for (i, b) in rows.into_iter().enumerate() {
-        chunks[i % clients].push(b);
-    }
-    let started = Instant::now();
-    let handles: Vec<_> = chunks
-        .into_iter()
-        .map(|mine| {
-            let url = url.to_string();
-            std::thread::spawn(move || -> anyhow::Result<Vec<Duration>> {
-                let mut client = Client::connect(&url, NoTls)?;
-                let mut lat = Vec::with_capacity(mine.len());
-                for b in &mine {
-                    let t = Instant::now();
-                    match method {
-                        Method::Insert => insert_batch(&mut client, b)?,
-                        Method::Copy => copy_batch(&mut client, b)?,
-                    }
-                    lat.push(t.elapsed());
-                }
-                Ok(lat)
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for h in handles {
-        all.extend(
-            h.join()
-                .map_err(|_| anyhow::anyhow!("a client thread panicked"))??,
-        );
-    }
-    let elapsed = started.elapsed();
-    all.sort();
-    Ok((all, elapsed))
+    let url = url.to_string();
+    crate::bench::drive(
+        work,
+        clients,
+        move || Ok(Client::connect(&url, NoTls)?),
+        move |client, batch| {
+            let rows: Vec<Row> = batch.iter().map(row).collect::<anyhow::Result<_>>()?;
+            match method {
+                Method::Insert => insert_batch(client, &rows),
+                Method::Copy => copy_batch(client, &rows),
+            }
+        },
+    )
 }
 
 /// Table, TOAST and index bytes of every partition.
@@ -389,7 +366,7 @@ fn time_queries(
 /// Runs one write method on a fresh table, then the queries; returns the result object.
 pub fn run(
     url: &str,
-    batches: &[Vec<Value>],
+    work: Workload,
     clients: usize,
     method: Method,
     queries: usize,
@@ -398,8 +375,8 @@ pub fn run(
     let mut client = Client::connect(url, NoTls)
         .with_context(|| format!("connecting to PostgreSQL at {url}"))?;
     create_schema(&mut client, Utc::now())?;
-    let events: usize = batches.iter().map(Vec::len).sum();
-    let (lat, elapsed) = ingest(url, batches, clients, method)?;
+    let events = work.events;
+    let (lat, elapsed) = ingest(url, work, clients, method)?;
     client.batch_execute("ANALYZE audit_events")?;
     let mut rng = super::bench::Rng(42);
     let timeline = time_queries(&mut client, queries, |c, _| {
@@ -426,7 +403,7 @@ pub fn run(
         "method": match method { Method::Insert => "insert", Method::Copy => "copy" },
         "events": events,
         "clients": clients,
-        "batch": batches.first().map_or(0, Vec::len),
+        "batch": work.batch,
         "events_per_s": (events as f64 / elapsed.as_secs_f64()).round(),
         "p50_ms": pct(&lat, 0.50),
         "p99_ms": pct(&lat, 0.99),
