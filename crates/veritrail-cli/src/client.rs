@@ -155,6 +155,13 @@ pub struct EmitArgs {
     /// `event_data` as a JSON object.
     #[arg(long, value_name = "JSON")]
     data: Option<String>,
+    /// Where the producer keeps its id, sequence and unsent events
+    /// [default: $XDG_STATE_HOME/veritrail/emit-spool].
+    #[arg(long, env = "VERITRAIL_SPOOL_DIR")]
+    spool_dir: Option<std::path::PathBuf>,
+    /// How long to wait for the server's acknowledgement before leaving events in the spool.
+    #[arg(long, default_value_t = 15)]
+    timeout_secs: u64,
 }
 
 fn event_from_flags(a: &EmitArgs) -> anyhow::Result<Value> {
@@ -162,7 +169,6 @@ fn event_from_flags(a: &EmitArgs) -> anyhow::Result<Value> {
     let first = t.split('.').next().unwrap_or("").to_string();
     let last = t.rsplit('.').next().unwrap_or("").to_string();
     let mut e = json!({
-        "event_id": a.event_id.clone().unwrap_or_else(|| uuid::Uuid::now_v7().to_string()),
         "event_type": t,
         "event_timestamp": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "event_category": a.category.clone().unwrap_or(first),
@@ -170,6 +176,7 @@ fn event_from_flags(a: &EmitArgs) -> anyhow::Result<Value> {
         "event_outcome": a.outcome,
     });
     let optional = [
+        ("event_id", &a.event_id),
         ("actor_type", &a.actor_type),
         ("actor_id", &a.actor_id),
         ("resource_type", &a.resource_type),
@@ -191,40 +198,92 @@ fn event_from_flags(a: &EmitArgs) -> anyhow::Result<Value> {
     Ok(e)
 }
 
-/// `veritrail emit`.
+/// Where `emit` keeps its producer identity and spool when `--spool-dir` is not given.
+fn default_spool_dir() -> std::path::PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| std::path::PathBuf::from(h).join(".local/state"))
+        })
+        .unwrap_or_else(std::env::temp_dir);
+    state.join("veritrail").join("emit-spool")
+}
+
+/// Reads the events of `--stdin`: one JSON object, a JSON array, or NDJSON.
+fn events_from_stdin() -> anyhow::Result<Vec<Value>> {
+    let mut text = String::new();
+    std::io::stdin()
+        .read_to_string(&mut text)
+        .context("reading stdin")?;
+    if let Ok(v) = veritrail_core::json::from_str(&text) {
+        return Ok(match v {
+            Value::Array(items) => items,
+            other => vec![other],
+        });
+    }
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            veritrail_core::json::from_str(l)
+                .with_context(|| format!("stdin line {}: not JSON", i + 1))
+        })
+        .collect()
+}
+
+/// `veritrail emit`: records through the producer SDK, so an event is either acknowledged by the
+/// server or kept in the spool (and sent by the next `emit`), never silently lost.
 pub fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
-    let client = Client::new(&args.server)?;
-    let (media, body) = if args.stdin {
-        let mut text = String::new();
-        std::io::stdin()
-            .read_to_string(&mut text)
-            .context("reading stdin")?;
-        let media =
-            if text.trim_start().starts_with('[') || serde_json::from_str::<Value>(&text).is_ok() {
-                "application/json"
-            } else {
-                "application/x-ndjson"
-            };
-        (media, text.into_bytes())
+    crate::serve::init_logging_at("warn");
+    let events = if args.stdin {
+        events_from_stdin()?
     } else {
-        (
-            "application/json",
-            serde_json::to_vec(&event_from_flags(&args)?)?,
-        )
+        vec![event_from_flags(&args)?]
     };
-    let reply: Value = client
-        .post("/v1/events", media, body)?
-        .json()
-        .context("reading the reply")?;
-    for r in reply["receipts"].as_array().into_iter().flatten() {
-        println!(
-            "{}  seq {}  leaf {}",
-            r["event_id"].as_str().unwrap_or(""),
-            r["seq"],
-            r["leaf_hash"].as_str().unwrap_or("")
+    let spool_dir = args.spool_dir.clone().unwrap_or_else(default_spool_dir);
+    let mut config = veritrail_client::Config::new(args.server.server.trim_end_matches('/'));
+    config.api_key = std::env::var("VERITRAIL_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    config.spool_dir = Some(spool_dir.clone());
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    let stats = runtime.block_on(async {
+        let client = veritrail_client::Client::start(config)
+            .with_context(|| format!("opening the producer spool {}", spool_dir.display()))?;
+        for e in events {
+            let r = client
+                .record_wait(e)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "{}  producer {} seq {}",
+                r.event_id,
+                client.producer_id(),
+                r.producer_seq
+            );
+        }
+        anyhow::Ok(
+            client
+                .shutdown(std::time::Duration::from_secs(args.timeout_secs))
+                .await,
+        )
+    })?;
+    let lost = stats.rejected + stats.dropped.total();
+    if lost > 0 {
+        bail!(
+            "{lost} event(s) were refused or dropped (see the messages above); {} acknowledged",
+            stats.sent
         );
     }
-    eprintln!("durable; tree size {}", reply["tree_size"]);
+    if stats.spool_events > 0 {
+        eprintln!(
+            "the server did not acknowledge everything in time: {} event(s) wait in {} and are sent by the next `veritrail emit`",
+            stats.spool_events,
+            spool_dir.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    eprintln!("durable: {} event(s) acknowledged", stats.sent);
     Ok(ExitCode::SUCCESS)
 }
 

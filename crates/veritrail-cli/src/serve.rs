@@ -130,10 +130,15 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
     })
 }
 
-/// Initializes logging to stderr (`RUST_LOG` adjusts the level).
+/// Initializes logging to stderr at `info` (`RUST_LOG` adjusts the level).
 pub fn init_logging() {
+    init_logging_at("info");
+}
+
+/// Initializes logging to stderr at `level` unless `RUST_LOG` says otherwise.
+pub fn init_logging_at(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
