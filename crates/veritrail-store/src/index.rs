@@ -11,6 +11,9 @@
 //! space (field values), which a B-tree pays for with page copies on every commit, and an LSM
 //! tree absorbs in its memtable.
 //!
+//! Positions and tree nodes are not in the LSM tree but in fixed-width files (see [`crate::flat`]),
+//! written before the batch that counts them commits.
+//!
 //! Key layouts (integers big-endian so that byte order is numeric order; times are µs since the
 //! epoch with the sign bit flipped so that negative times sort first):
 //!
@@ -18,8 +21,6 @@
 //! |---|---|---|
 //! | `meta` | `"indexed_size"` | u64 |
 //! | `ids` | event id (16 bytes) | seq u64 |
-//! | `pos` | seq u64 | `ordinal << 40 \| offset` u64 |
-//! | `nodes` | level u8 ‖ index u64 | hash (32 bytes) |
 //! | `by_time` | time u64 ‖ seq u64 | empty |
 //! | `by_field` | field code u8 ‖ value length u32 ‖ value ‖ time u64 ‖ seq u64 | empty |
 //! | `types` | event type | count u64 |
@@ -34,6 +35,7 @@ use veritrail_core::event::Event;
 use veritrail_core::hash::Hash;
 use veritrail_core::query::{Filter, TypeMatch};
 
+use crate::flat::FlatFiles;
 use crate::producers::ProducerStatus;
 
 /// Directory of the index inside a tenant directory (its lock file is `index.lock`).
@@ -101,8 +103,6 @@ pub fn sort_key(e: &Event, seq: u64) -> SortKey {
 struct Tables {
     meta: PartitionHandle,
     ids: PartitionHandle,
-    pos: PartitionHandle,
-    nodes: PartitionHandle,
     by_time: PartitionHandle,
     by_field: PartitionHandle,
     types: PartitionHandle,
@@ -114,6 +114,7 @@ struct Tables {
 pub struct Index {
     keyspace: Keyspace,
     tables: Tables,
+    flat: FlatFiles,
     _lock: File,
 }
 
@@ -155,11 +156,19 @@ fn field_prefix(code: u8, value: &str) -> Vec<u8> {
     k
 }
 
-fn node_key(level: u32, index: u64) -> [u8; 9] {
-    let mut k = [0u8; 9];
-    k[0] = level as u8;
-    k[1..].copy_from_slice(&index.to_be_bytes());
-    k
+/// Opens the LSM keyspace (in `<path>/kv`) and its tables.
+fn open_keyspace(path: &Path) -> Result<(Keyspace, Tables), IndexError> {
+    let keyspace = Config::new(path.join("kv")).open()?;
+    let open = |name: &str| keyspace.open_partition(name, PartitionCreateOptions::default());
+    let tables = Tables {
+        meta: open("meta")?,
+        ids: open("ids")?,
+        by_time: open("by_time")?,
+        by_field: open("by_field")?,
+        types: open("types")?,
+        producers: open("producers")?,
+    };
+    Ok((keyspace, tables))
 }
 
 /// Takes the exclusive lock of the index at `path` (the file `<path>.lock`), without opening the
@@ -187,21 +196,30 @@ impl Index {
     /// Opens (or creates) the index at `path`, taking its lock.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
         let lock = lock(path)?;
-        let keyspace = Config::new(path).open()?;
-        let open = |name: &str| keyspace.open_partition(name, PartitionCreateOptions::default());
-        let tables = Tables {
-            meta: open("meta")?,
-            ids: open("ids")?,
-            pos: open("pos")?,
-            nodes: open("nodes")?,
-            by_time: open("by_time")?,
-            by_field: open("by_field")?,
-            types: open("types")?,
-            producers: open("producers")?,
-        };
+        std::fs::create_dir_all(path)?;
+        let (keyspace, tables) = open_keyspace(path)?;
+        let size = tables.meta.get(INDEXED_SIZE)?.map_or(0, |v| u64_at(&v, 0));
+        if let Some(flat) = FlatFiles::open(path, size)? {
+            return Ok(Index {
+                keyspace,
+                tables,
+                flat,
+                _lock: lock,
+            });
+        }
+        // The fixed-width files lost writes the LSM tree kept (a machine crash between their
+        // write-backs): start the derived state afresh; recovery replays the whole log.
+        tracing::warn!(path = %path.display(), "derived files are behind the index; rebuilding the index from the log");
+        drop((keyspace, tables));
+        std::fs::remove_dir_all(path)?;
+        std::fs::create_dir_all(path)?;
+        let (keyspace, tables) = open_keyspace(path)?;
+        let flat = FlatFiles::open(path, 0)?
+            .ok_or_else(|| std::io::Error::other("new derived files are inconsistent"))?;
         Ok(Index {
             keyspace,
             tables,
+            flat,
             _lock: lock,
         })
     }
@@ -237,11 +255,7 @@ impl Index {
                 e.event_id.as_bytes().to_vec(),
                 leaf.seq.to_be_bytes().to_vec(),
             );
-            batch.insert(
-                &t.pos,
-                leaf.seq.to_be_bytes().to_vec(),
-                leaf.pos.pack().to_be_bytes().to_vec(),
-            );
+            self.flat.put_pos(leaf.seq, leaf.pos.pack())?;
             batch.insert(&t.by_time, sort.to_vec(), Vec::new());
             for (code, name) in INDEXED_FIELDS.iter().enumerate() {
                 if let Some(v) = e.field(name) {
@@ -261,7 +275,7 @@ impl Index {
             );
         }
         for (level, index, hash) in nodes {
-            batch.insert(&t.nodes, node_key(*level, *index).to_vec(), hash.to_vec());
+            self.flat.put_node(*level, *index, hash)?;
         }
         batch.insert(
             &t.meta,
@@ -317,6 +331,7 @@ impl Index {
 
     /// Makes everything applied so far durable.
     pub fn sync(&self) -> Result<(), IndexError> {
+        self.flat.sync()?;
         self.keyspace.persist(fjall::PersistMode::SyncAll)
     }
 
@@ -324,11 +339,13 @@ impl Index {
     pub fn reader(&self) -> Result<IndexReader, IndexError> {
         let instant = self.keyspace.instant();
         let t = &self.tables;
+        let meta = t.meta.snapshot_at(instant);
+        let size = meta.get(INDEXED_SIZE)?.map_or(0, |v| u64_at(&v, 0));
         Ok(IndexReader {
-            meta: t.meta.snapshot_at(instant),
+            size,
+            flat: self.flat.clone(),
+            meta,
             ids: t.ids.snapshot_at(instant),
-            pos: t.pos.snapshot_at(instant),
-            nodes: t.nodes.snapshot_at(instant),
             by_time: t.by_time.snapshot_at(instant),
             by_field: t.by_field.snapshot_at(instant),
             types: t.types.snapshot_at(instant),
@@ -339,10 +356,11 @@ impl Index {
 
 /// A snapshot of the derived state.
 pub struct IndexReader {
+    /// Leaves the snapshot covers: only positions and nodes within it are read.
+    size: u64,
+    flat: FlatFiles,
     meta: Snapshot,
     ids: Snapshot,
-    pos: Snapshot,
-    nodes: Snapshot,
     by_time: Snapshot,
     by_field: Snapshot,
     types: Snapshot,
@@ -365,10 +383,12 @@ impl IndexReader {
 
     /// Where the record `seq` is stored.
     pub fn position(&self, seq: u64) -> Result<Option<Pos>, IndexError> {
-        Ok(self
-            .pos
-            .get(seq.to_be_bytes())?
-            .map(|v| Pos::unpack(u64_at(&v, 0))))
+        if seq >= self.size {
+            return Ok(None);
+        }
+        // Ordinals start at 1, so a zero entry is one that was never written.
+        let packed = self.flat.pos(seq)?;
+        Ok((packed != 0).then(|| Pos::unpack(packed)))
     }
 
     /// How many leaves the snapshot covers.
@@ -380,17 +400,22 @@ impl IndexReader {
     pub fn nodes(
         &self,
     ) -> Result<impl FnMut(u32, u64) -> Result<Hash, NodeError> + '_, IndexError> {
-        Ok(
-            move |level: u32, index: u64| match self.nodes.get(node_key(level, index)) {
-                Ok(Some(h)) if h.len() == 32 => {
-                    let mut out = [0u8; 32];
-                    out.copy_from_slice(&h);
-                    Ok(out)
-                }
-                Ok(_) => Err(NodeError::Missing { level, index }),
+        Ok(move |level: u32, index: u64| {
+            // Only nodes complete within the snapshot exist for it.
+            let complete = level < 64
+                && index
+                    .checked_add(1)
+                    .and_then(|n| n.checked_shl(level))
+                    .is_some_and(|end| end <= self.size);
+            if !complete {
+                return Err(NodeError::Missing { level, index });
+            }
+            match self.flat.node(level, index) {
+                Ok(Some(h)) => Ok(h),
+                Ok(None) => Err(NodeError::Missing { level, index }),
                 Err(e) => Err(NodeError::Db(e.into())),
-            },
-        )
+            }
+        })
     }
 
     /// Every producer's sequence state, by producer id.
@@ -410,7 +435,7 @@ impl IndexReader {
     pub fn entry_counts(&self) -> Result<EntryCounts, IndexError> {
         Ok(EntryCounts {
             ids: self.ids.len()? as u64,
-            pos: self.pos.len()? as u64,
+            pos: self.flat.pos_entries()?,
             by_time: self.by_time.len()? as u64,
             by_field: self.by_field.len()? as u64,
         })

@@ -7,6 +7,7 @@
 pub mod checkpoints;
 pub mod embedded;
 pub mod error;
+pub mod flat;
 pub mod fsck;
 pub mod index;
 pub mod keys;
