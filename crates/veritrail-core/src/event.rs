@@ -581,6 +581,73 @@ impl Record {
     }
 }
 
+/// A stored leaf read back for serving: the parsed leaf document, without the typed [`Event`]
+/// round trip. Safe because a leaf is served only after its bytes matched the leaf hash in the
+/// tree, so they are exactly the bytes that were validated at ingest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Leaf(Value);
+
+impl Leaf {
+    /// Parses a leaf document and checks its outline (`v`, `tenant`, `ingested_at`, an `event`
+    /// object with an `event_id` and an `event_timestamp`).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Leaf, RecordError> {
+        let v: Value = serde_json::from_slice(bytes)?;
+        let ok = v.get("v").and_then(Value::as_u64) == Some(LEAF_VERSION)
+            && v.get("tenant").is_some_and(Value::is_string)
+            && v.get("ingested_at").is_some_and(Value::is_string)
+            && v.get("event")
+                .and_then(|e| e.get("event_id"))
+                .is_some_and(Value::is_string)
+            && v.get("event")
+                .and_then(|e| e.get("event_timestamp"))
+                .is_some_and(Value::is_string);
+        if !ok {
+            return Err(RecordError::Layout("not a version-1 leaf document".into()));
+        }
+        Ok(Leaf(v))
+    }
+
+    /// The whole leaf document.
+    pub fn document(&self) -> &Value {
+        &self.0
+    }
+
+    /// The event object.
+    pub fn event(&self) -> &Value {
+        &self.0["event"]
+    }
+
+    /// Takes the event object out.
+    pub fn into_event(mut self) -> Value {
+        self.0["event"].take()
+    }
+
+    /// A string field of the leaf document (`tenant`, `ingested_at`).
+    pub fn get_str(&self, name: &str) -> &str {
+        self.0[name].as_str().unwrap_or("")
+    }
+
+    /// The event's id.
+    pub fn event_id(&self) -> Option<Uuid> {
+        self.event()["event_id"]
+            .as_str()
+            .and_then(|s| Uuid::try_parse(s).ok())
+    }
+
+    /// The event's time in µs since the epoch.
+    pub fn timestamp_micros(&self) -> Option<i64> {
+        self.event()["event_timestamp"]
+            .as_str()
+            .and_then(parse_time)
+            .map(|t| t.timestamp_micros())
+    }
+
+    /// The typed record, for callers that need every field checked and parsed.
+    pub fn record(&self) -> Result<Record, RecordError> {
+        Record::from_value(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

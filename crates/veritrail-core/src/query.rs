@@ -151,6 +151,30 @@ impl Filter {
                 .all(|(p, v)| data_matches(&e.event_data, p, v))
     }
 
+    /// True when the event object of a stored leaf satisfies every condition. Stored events are
+    /// normalized (defaults filled in, times as fixed-width UTC text), so fields compare as
+    /// strings and times compare in text order.
+    pub fn matches_leaf(&self, event: &Value) -> bool {
+        let text = |name: &str| event.get(name).and_then(Value::as_str);
+        let time = text("event_timestamp").unwrap_or("");
+        self.event_type
+            .as_ref()
+            .is_none_or(|t| text("event_type").is_some_and(|v| t.matches(v)))
+            && self.exact.iter().all(|(n, v)| text(n) == Some(v.as_str()))
+            && self
+                .since
+                .is_none_or(|s| time >= crate::event::format_time(&s).as_str())
+            && self
+                .until
+                .is_none_or(|u| time < crate::event::format_time(&u).as_str())
+            && self.data.iter().all(|(p, v)| {
+                event
+                    .get("event_data")
+                    .and_then(Value::as_object)
+                    .is_some_and(|d| data_matches(d, p, v))
+            })
+    }
+
     /// The filter as `name=value` pairs (for access logs and export manifests).
     pub fn to_pairs(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -236,7 +260,14 @@ mod tests {
     fn check(pairs: &[(&str, &str)], expected: bool) {
         let now = "2025-01-03T00:00:00Z".parse().expect("time");
         let f = Filter::from_pairs(pairs.iter().copied(), now).expect("filter parses");
-        assert_eq!(f.matches(&event()), expected, "{pairs:?}");
+        let e = event();
+        assert_eq!(f.matches(&e), expected, "{pairs:?}");
+        // The stored form answers the same.
+        assert_eq!(
+            f.matches_leaf(&e.to_value()),
+            expected,
+            "{pairs:?} on the stored form"
+        );
     }
 
     #[test]

@@ -224,13 +224,12 @@ fn build_bundle(state: &AppState, filter: &Filter) -> Result<String, Problem> {
     for e in &events {
         let proof = store.inclusion_proof(DEFAULT_TENANT, e.seq, size)?;
         // The leaf exactly as stored and hashed, not a re-rendering of it.
-        let leaf: Value = serde_json::from_slice(&e.bytes).map_err(|err| {
-            Problem::from(veritrail_store::StoreError::Damaged(format!(
-                "seq {}: {err}",
-                e.seq
-            )))
-        })?;
-        out.push_str(&bundle::event_line(e.seq, &e.leaf_hash, &leaf, &proof));
+        out.push_str(&bundle::event_line(
+            e.seq,
+            &e.leaf_hash,
+            e.leaf.document(),
+            &proof,
+        ));
         out.push('\n');
     }
     Ok(out)

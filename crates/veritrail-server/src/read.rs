@@ -24,11 +24,13 @@ pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_LIMIT: usize = 100;
 
 /// The JSON form of a stored event: the event's fields plus what the server added.
-pub fn event_json(e: &StoredEvent) -> Value {
-    let mut v = e.record.event.to_value();
+pub fn event_json(e: StoredEvent) -> Value {
+    let ingested_at = e.leaf.get_str("ingested_at").to_string();
+    let tenant = e.leaf.get_str("tenant").to_string();
+    let mut v = e.leaf.into_event();
     v["seq"] = e.seq.into();
-    v["ingested_at"] = format_time(&e.record.ingested_at).into();
-    v["tenant"] = e.record.tenant.clone().into();
+    v["ingested_at"] = ingested_at.into();
+    v["tenant"] = tenant.into();
     v["leaf_hash"] = to_b64(&e.leaf_hash).into();
     v
 }
@@ -110,7 +112,7 @@ async fn run_query(
     .await?;
     metrics::histogram!("veritrail_query_seconds").record(started.elapsed().as_secs_f64());
     Ok((
-        page.events.iter().map(event_json).collect(),
+        page.events.into_iter().map(event_json).collect(),
         page.next_cursor.map(encode_cursor),
     ))
 }
@@ -135,7 +137,7 @@ pub async fn get_event(
     let store = state.store.clone();
     let found = blocking(move || store.get(DEFAULT_TENANT, &id).map_err(Problem::from)).await?;
     found
-        .map(|e| Json(event_json(&e)))
+        .map(|e| Json(event_json(e)))
         .ok_or_else(|| Problem::not_found(format!("no event with id {id}")))
 }
 

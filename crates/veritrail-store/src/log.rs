@@ -17,7 +17,7 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
-use veritrail_core::event::{Event, Record};
+use veritrail_core::event::{Event, Leaf, Record};
 use veritrail_core::hash::{leaf_hash, Hash};
 use veritrail_core::merkle::Frontier;
 
@@ -69,7 +69,8 @@ pub struct Appended {
 pub struct StoredEvent {
     pub seq: u64,
     pub leaf_hash: Hash,
-    pub record: Record,
+    /// The leaf document as stored (verified; see [`Leaf`]).
+    pub leaf: Leaf,
     /// The canonical bytes exactly as stored (the leaf input).
     pub bytes: Vec<u8>,
 }
@@ -261,32 +262,7 @@ impl TenantLog {
         reader: &crate::index::IndexReader,
         seq: u64,
     ) -> Result<StoredEvent, StoreError> {
-        let pos = reader.position(seq)?.ok_or_else(|| {
-            StoreError::Damaged(format!("seq {seq}: no position in the derived state"))
-        })?;
-        let raw = self.segments.read(pos)?;
-        if raw.seq != seq {
-            return Err(StoreError::Damaged(format!(
-                "seq {seq}: the record at its position holds seq {}",
-                raw.seq
-            )));
-        }
-        let leaf = leaf_hash(&raw.payload);
-        let expected = reader.nodes()?(0, seq)?;
-        if leaf != expected {
-            return Err(StoreError::Damaged(format!(
-                "seq {seq}: stored bytes do not match the leaf hash in the tree"
-            )));
-        }
-        let record = Record::from_bytes(&raw.payload).map_err(|e| {
-            StoreError::Damaged(format!("seq {seq}: stored record does not decode: {e}"))
-        })?;
-        Ok(StoredEvent {
-            seq,
-            leaf_hash: leaf,
-            record,
-            bytes: raw.payload,
-        })
+        read_verified(&self.segments, reader, seq)
     }
 
     /// Stops the writer after it has finished queued work, and makes derived state durable.
@@ -444,11 +420,8 @@ impl Writer {
                 Some(&k) => Some((size + k as u64, group[k].leaf, group[k].event_bytes.clone())),
                 None => match reader.seq_of(&id)? {
                     Some(seq) => {
-                        let stored = self.read_stored(&reader, seq)?;
-                        let bytes = stored
-                            .record
-                            .event
-                            .canonical_bytes()
+                        let stored = read_verified(&self.segments, &reader, seq)?;
+                        let bytes = veritrail_core::canonical::to_vec(stored.leaf.event())
                             .map_err(|e| StoreError::Damaged(e.to_string()))?;
                         Some((seq, stored.leaf_hash, bytes))
                     }
@@ -490,25 +463,6 @@ impl Writer {
             }
         }
         Ok(receipts)
-    }
-
-    fn read_stored(
-        &self,
-        reader: &crate::index::IndexReader,
-        seq: u64,
-    ) -> Result<StoredEvent, StoreError> {
-        let pos = reader
-            .position(seq)?
-            .ok_or_else(|| StoreError::Damaged(format!("seq {seq} has no position")))?;
-        let raw = self.segments.read(pos)?;
-        let record = Record::from_bytes(&raw.payload)
-            .map_err(|e| StoreError::Damaged(format!("seq {seq}: {e}")))?;
-        Ok(StoredEvent {
-            seq,
-            leaf_hash: leaf_hash(&raw.payload),
-            record,
-            bytes: raw.payload,
-        })
     }
 
     /// Writes and fsyncs the group's records, then extends the tree and the derived state.
@@ -629,6 +583,40 @@ pub(crate) fn open_for_append(path: &Path) -> Result<File, StoreError> {
         .append(true)
         .open(path)
         .map_err(StoreError::io(format!("opening {}", path.display())))
+}
+
+/// Reads the event at `seq` and serves it only if its checksum, its `seq` and its leaf hash (against
+/// the tree's level-0 node) all hold.
+fn read_verified(
+    segments: &Segments,
+    reader: &crate::index::IndexReader,
+    seq: u64,
+) -> Result<StoredEvent, StoreError> {
+    let pos = reader.position(seq)?.ok_or_else(|| {
+        StoreError::Damaged(format!("seq {seq}: no position in the derived state"))
+    })?;
+    let raw = segments.read(pos)?;
+    if raw.seq != seq {
+        return Err(StoreError::Damaged(format!(
+            "seq {seq}: the record at its position holds seq {}",
+            raw.seq
+        )));
+    }
+    let leaf_hash = leaf_hash(&raw.payload);
+    if leaf_hash != reader.nodes()?(0, seq)? {
+        return Err(StoreError::Damaged(format!(
+            "seq {seq}: stored bytes do not match the leaf hash in the tree"
+        )));
+    }
+    let leaf = Leaf::from_bytes(&raw.payload).map_err(|e| {
+        StoreError::Damaged(format!("seq {seq}: stored record does not decode: {e}"))
+    })?;
+    Ok(StoredEvent {
+        seq,
+        leaf_hash,
+        leaf,
+        bytes: raw.payload,
+    })
 }
 
 /// Describes damage for messages.

@@ -3,7 +3,7 @@
 use veritrail_core::query::Filter;
 
 use crate::error::StoreError;
-use crate::index::{sort_key, IndexReader, SortKey};
+use crate::index::{IndexReader, SortKey};
 use crate::log::{StoredEvent, TenantLog};
 
 /// Result order.
@@ -56,9 +56,11 @@ pub fn run(
                 return Ok(false);
             }
         };
-        if filter.matches(&event.record.event) {
+        if filter.matches_leaf(event.leaf.event()) {
             if events.len() == limit {
-                next_cursor = events.last().map(|e| sort_key(&e.record.event, e.seq));
+                next_cursor = events
+                    .last()
+                    .map(|e| (e.leaf.timestamp_micros().unwrap_or(i64::MIN), e.seq));
                 return Ok(false);
             }
             events.push(event);

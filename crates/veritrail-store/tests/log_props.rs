@@ -70,7 +70,7 @@ fn check_against_model(log: &TenantLog, leaves: &[Hash], ids: &[Uuid]) {
         let stored = log
             .read(&reader, seq as u64)
             .expect("event reads back verified");
-        assert_eq!(stored.record.event.event_id, *id);
+        assert_eq!(stored.leaf.event_id(), Some(*id));
         assert_eq!(leaf_hash(&stored.bytes), leaves[seq]);
     }
     let mut nodes = reader.nodes().expect("nodes");
@@ -219,14 +219,25 @@ fn derived_files_behind_the_index_are_rebuilt_from_the_log() {
     {
         let log = TenantLog::open(dir.path(), "t", config()).expect("open");
         let events: Vec<Event> = (0..40).map(|i| event(i, i % 4)).collect();
-        for (r, e) in append(&log, events.clone()).expect("append").receipts.iter().zip(&events) {
+        for (r, e) in append(&log, events.clone())
+            .expect("append")
+            .receipts
+            .iter()
+            .zip(&events)
+        {
             leaves.push(r.leaf_hash);
             ids.push(e.event_id);
         }
     }
     // A machine crash that kept the index's batches but lost the tail of a fixed-width file.
-    let pos = dir.path().join(veritrail_store::index::INDEX_DIR).join("pos.dat");
-    let f = std::fs::OpenOptions::new().write(true).open(&pos).expect("pos.dat");
+    let pos = dir
+        .path()
+        .join(veritrail_store::index::INDEX_DIR)
+        .join("pos.dat");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&pos)
+        .expect("pos.dat");
     f.set_len(8 * 10).expect("truncate");
     drop(f);
     let log = TenantLog::open(dir.path(), "t", config()).expect("rebuilds and opens");
