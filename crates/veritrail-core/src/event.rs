@@ -617,35 +617,48 @@ impl Leaf {
         &self.0["event"]
     }
 
-    /// Takes the event object out.
-    pub fn into_event(mut self) -> Value {
-        self.0["event"].take()
-    }
-
-    /// A string field of the leaf document (`tenant`, `ingested_at`).
-    pub fn get_str(&self, name: &str) -> &str {
-        self.0[name].as_str().unwrap_or("")
-    }
-
     /// The event's id.
     pub fn event_id(&self) -> Option<Uuid> {
         self.event()["event_id"]
             .as_str()
             .and_then(|s| Uuid::try_parse(s).ok())
     }
+}
 
-    /// The event's time in µs since the epoch.
-    pub fn timestamp_micros(&self) -> Option<i64> {
-        self.event()["event_timestamp"]
-            .as_str()
-            .and_then(parse_time)
-            .map(|t| t.timestamp_micros())
+/// Renders a stored leaf for an API answer without parsing it: the event object's canonical bytes
+/// with `extra` members (name, raw JSON text) and the leaf's `ingested_at` and `tenant` appended.
+///
+/// A leaf's canonical bytes are `{"event":{…},"ingested_at":"…","tenant":"…","v":1}` (keys in
+/// RFC 8785 order), so the event object is the text between the first `:` and the last
+/// `,"ingested_at":` (an `ingested_at` key inside `event_data` comes earlier). Returns `None` for
+/// bytes of any other shape.
+pub fn render_leaf(leaf: &[u8], extra: &[(&str, &str)]) -> Option<String> {
+    const HEAD: &[u8] = b"{\"event\":{";
+    const MID: &[u8] = b",\"ingested_at\":";
+    let text = std::str::from_utf8(leaf).ok()?;
+    if !leaf.starts_with(HEAD) {
+        return None;
     }
-
-    /// The typed record, for callers that need every field checked and parsed.
-    pub fn record(&self) -> Result<Record, RecordError> {
-        Record::from_value(&self.0)
+    let mid = leaf.windows(MID.len()).rposition(|w| w == MID)?;
+    // The event object without its closing brace, then the server's members.
+    let event = text.get(HEAD.len() - 1..mid.checked_sub(1)?)?;
+    let tail = text.get(mid + 1..text.len().checked_sub(1)?)?;
+    let (ingested, rest) = tail.split_once(",\"tenant\":")?;
+    let tenant = rest.rsplit_once(",\"v\":")?.0;
+    let mut out = String::with_capacity(leaf.len() + 128);
+    out.push_str(event);
+    for (name, raw) in extra {
+        out.push_str(",\"");
+        out.push_str(name);
+        out.push_str("\":");
+        out.push_str(raw);
     }
+    out.push(',');
+    out.push_str(ingested);
+    out.push_str(",\"tenant\":");
+    out.push_str(tenant);
+    out.push('}');
+    Some(out)
 }
 
 #[cfg(test)]
@@ -707,6 +720,28 @@ mod tests {
         assert!(Event::from_json(&v, Uuid::now_v7).is_err());
         v["event_data"] = json!({"n": 18014398509481984u64});
         assert!(Event::from_json(&v, Uuid::now_v7).is_err());
+    }
+
+    #[test]
+    fn rendering_a_leaf_without_parsing_matches_rendering_the_parsed_leaf() {
+        let mut v = minimal();
+        v["event_data"] = json!({"ingested_at": "a trap", "tenant": "another", "n": [1, {"v": 1}]});
+        let event = Event::from_json(&v, Uuid::now_v7).expect("valid");
+        let rec = Record {
+            tenant: "acme".into(),
+            ingested_at: Utc::now(),
+            event,
+        };
+        let bytes = rec.canonical_bytes().expect("bytes");
+        let text = render_leaf(&bytes, &[("seq", "7"), ("leaf_hash", "\"x\"")]).expect("renders");
+        let got: Value = serde_json::from_str(&text).expect("valid JSON");
+        let mut want = rec.event.to_value();
+        want["seq"] = json!(7);
+        want["leaf_hash"] = json!("x");
+        want["ingested_at"] = json!(format_time(&rec.ingested_at));
+        want["tenant"] = json!("acme");
+        assert_eq!(got, want);
+        assert_eq!(render_leaf(b"{\"other\":1}", &[]), None);
     }
 
     #[test]

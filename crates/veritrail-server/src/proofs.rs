@@ -170,7 +170,12 @@ fn build_bundle(state: &AppState, filter: &Filter) -> Result<String, Problem> {
             limit: 1000,
         };
         let page = store.query(DEFAULT_TENANT, &spec)?;
-        events.extend(page.events.into_iter().filter(|e| e.seq < size));
+        events.extend(
+            page.events
+                .into_iter()
+                .map(|h| h.event)
+                .filter(|e| e.seq < size),
+        );
         if events.len() > state.config.max_export_events {
             return Err(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -227,7 +232,7 @@ fn build_bundle(state: &AppState, filter: &Filter) -> Result<String, Problem> {
         out.push_str(&bundle::event_line(
             e.seq,
             &e.leaf_hash,
-            e.leaf.document(),
+            e.leaf()?.document(),
             &proof,
         ));
         out.push('\n');

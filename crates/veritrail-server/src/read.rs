@@ -7,13 +7,14 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use uuid::Uuid;
 use veritrail_core::event::format_time;
-use veritrail_core::hash::to_b64;
 use veritrail_core::query::Filter;
 use veritrail_store::index::SortKey;
-use veritrail_store::{Order, QuerySpec, StoredEvent};
+use veritrail_store::{Order, Page, QuerySpec, StoredEvent};
 
 use crate::problem::Problem;
 use crate::{blocking, AppState, DEFAULT_TENANT};
@@ -23,16 +24,32 @@ pub const MAX_LIMIT: usize = 1000;
 /// Page size when none is asked for.
 pub const DEFAULT_LIMIT: usize = 100;
 
-/// The JSON form of a stored event: the event's fields plus what the server added.
-pub fn event_json(e: StoredEvent) -> Value {
-    let ingested_at = e.leaf.get_str("ingested_at").to_string();
-    let tenant = e.leaf.get_str("tenant").to_string();
-    let mut v = e.leaf.into_event();
-    v["seq"] = e.seq.into();
-    v["ingested_at"] = ingested_at.into();
-    v["tenant"] = tenant.into();
-    v["leaf_hash"] = to_b64(&e.leaf_hash).into();
-    v
+/// The JSON form of a stored event: the event's fields plus what the server added, spliced from
+/// the stored bytes (no parse, no re-encoding).
+pub fn event_json(e: &StoredEvent, extra: &[(&str, &str)]) -> Result<Box<RawValue>, Problem> {
+    let text = e.render(extra)?;
+    RawValue::from_string(text).map_err(|err| {
+        Problem::from(veritrail_store::StoreError::Damaged(format!(
+            "seq {}: {err}",
+            e.seq
+        )))
+    })
+}
+
+/// A page of events as answered by `GET /v1/events`.
+#[derive(Serialize)]
+struct EventsPage {
+    events: Vec<Box<RawValue>>,
+    next_cursor: Option<String>,
+}
+
+/// A correlation's timeline as answered by `GET /v1/correlations/{id}/timeline`.
+#[derive(Serialize)]
+struct Timeline {
+    correlation_id: String,
+    count: usize,
+    events: Vec<Box<RawValue>>,
+    next_cursor: Option<String>,
 }
 
 /// Encodes a page position as an opaque cursor.
@@ -93,11 +110,7 @@ fn split_params(params: Vec<(String, String)>) -> Result<(Filter, Paging), Probl
     Ok((filter, paging))
 }
 
-async fn run_query(
-    state: &AppState,
-    filter: Filter,
-    paging: Paging,
-) -> Result<(Vec<Value>, Option<String>), Problem> {
+async fn run_query(state: &AppState, filter: Filter, paging: Paging) -> Result<Page, Problem> {
     let store = state.store.clone();
     let started = Instant::now();
     let page = blocking(move || {
@@ -111,43 +124,47 @@ async fn run_query(
     })
     .await?;
     metrics::histogram!("veritrail_query_seconds").record(started.elapsed().as_secs_f64());
-    Ok((
-        page.events.into_iter().map(event_json).collect(),
-        page.next_cursor.map(encode_cursor),
-    ))
+    Ok(page)
 }
 
 /// `GET /v1/events`.
 pub async fn list_events(
     State(state): State<Arc<AppState>>,
     Query(params): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<impl Serialize>, Problem> {
     let (filter, paging) = split_params(params)?;
-    let (events, next_cursor) = run_query(&state, filter, paging).await?;
-    Ok(Json(json!({"events": events, "next_cursor": next_cursor})))
+    let page = run_query(&state, filter, paging).await?;
+    let events = page
+        .events
+        .iter()
+        .map(|h| event_json(&h.event, &[]))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(EventsPage {
+        events,
+        next_cursor: page.next_cursor.map(encode_cursor),
+    }))
 }
 
 /// `GET /v1/events/{event_id}`.
 pub async fn get_event(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<Box<RawValue>>, Problem> {
     let id =
         Uuid::try_parse(&id).map_err(|_| Problem::bad_request(format!("`{id}` is not a UUID")))?;
     let store = state.store.clone();
     let found = blocking(move || store.get(DEFAULT_TENANT, &id).map_err(Problem::from)).await?;
-    found
-        .map(|e| Json(event_json(e)))
-        .ok_or_else(|| Problem::not_found(format!("no event with id {id}")))
+    let e = found.ok_or_else(|| Problem::not_found(format!("no event with id {id}")))?;
+    Ok(Json(event_json(&e, &[])?))
 }
 
 /// `GET /v1/correlations/{id}/timeline`: the operation's events oldest first, with the time
-/// elapsed since the previous event.
+/// elapsed since the previous event (`since_previous_ms`).
 pub async fn timeline(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
-) -> Result<Json<Value>, Problem> {
+) -> Result<Json<impl Serialize>, Problem> {
     let (mut filter, mut paging) = split_params(params)?;
     if filter.exact("correlation_id").is_some() {
         return Err(Problem::bad_request(
@@ -159,21 +176,23 @@ pub async fn timeline(
     if paging.limit == DEFAULT_LIMIT {
         paging.limit = MAX_LIMIT;
     }
-    let (mut events, next_cursor) = run_query(&state, filter, paging).await?;
-    let mut previous: Option<chrono::DateTime<chrono::Utc>> = None;
-    for e in &mut events {
-        let t = e["event_timestamp"]
-            .as_str()
-            .and_then(veritrail_core::event::parse_time);
-        e["since_previous_ms"] = match (previous, t) {
-            (Some(p), Some(t)) => json!((t - p).num_microseconds().unwrap_or(0) as f64 / 1000.0),
-            _ => Value::Null,
-        };
-        previous = t.or(previous);
+    let page = run_query(&state, filter, paging).await?;
+    let mut previous: Option<i64> = None;
+    let mut events = Vec::with_capacity(page.events.len());
+    for h in &page.events {
+        let since = previous.map_or_else(
+            || "null".to_string(),
+            |p| ((h.key.0 - p) as f64 / 1000.0).to_string(),
+        );
+        events.push(event_json(&h.event, &[("since_previous_ms", &since)])?);
+        previous = Some(h.key.0);
     }
-    Ok(Json(
-        json!({"correlation_id": id, "count": events.len(), "events": events, "next_cursor": next_cursor}),
-    ))
+    Ok(Json(Timeline {
+        correlation_id: id,
+        count: events.len(),
+        events,
+        next_cursor: page.next_cursor.map(encode_cursor),
+    }))
 }
 
 /// `GET /v1/producers[?producer_id=…]`: each producer's `producer_seq` state as the log shows it:

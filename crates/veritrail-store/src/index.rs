@@ -171,6 +171,19 @@ fn open_keyspace(path: &Path) -> Result<(Keyspace, Tables), IndexError> {
     Ok((keyspace, tables))
 }
 
+/// True when the index that drives `filter`'s scan implies all of its conditions (one indexed
+/// exact field or an event type, plus the time range that bounds the scan), so that matching
+/// candidates need no further check.
+pub fn covers(filter: &Filter) -> bool {
+    let conditions = filter.exact.len() + usize::from(filter.event_type.is_some());
+    filter.data.is_empty()
+        && conditions <= 1
+        && filter
+            .exact
+            .iter()
+            .all(|(name, _)| INDEXED_FIELDS.contains(&name.as_str()))
+}
+
 /// Takes the exclusive lock of the index at `path` (the file `<path>.lock`), without opening the
 /// index itself: `reindex` needs the lock even when the index is too damaged to open.
 pub fn lock(path: &Path) -> Result<File, IndexError> {

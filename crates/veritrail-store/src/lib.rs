@@ -20,7 +20,7 @@ pub mod segment;
 pub use checkpoints::SignedCheckpoint;
 pub use error::StoreError;
 pub use log::{Appended, Head, Receipt, StoredEvent};
-pub use query::{Order, Page};
+pub use query::{Hit, Order, Page};
 
 use tokio::sync::oneshot;
 use uuid::Uuid;

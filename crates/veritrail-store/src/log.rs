@@ -69,10 +69,36 @@ pub struct Appended {
 pub struct StoredEvent {
     pub seq: u64,
     pub leaf_hash: Hash,
-    /// The leaf document as stored (verified; see [`Leaf`]).
-    pub leaf: Leaf,
     /// The canonical bytes exactly as stored (the leaf input).
     pub bytes: Vec<u8>,
+}
+
+impl StoredEvent {
+    /// The parsed leaf document. The bytes matched the tree's leaf hash, so they are exactly the
+    /// bytes validated at ingest (see [`Leaf`]).
+    pub fn leaf(&self) -> Result<Leaf, StoreError> {
+        Leaf::from_bytes(&self.bytes).map_err(|e| {
+            StoreError::Damaged(format!(
+                "seq {}: stored record does not decode: {e}",
+                self.seq
+            ))
+        })
+    }
+
+    /// The event as an API answer: its fields plus `seq`, `leaf_hash`, `ingested_at`, `tenant`
+    /// and any `extra` members (name, raw JSON), without parsing the stored bytes.
+    pub fn render(&self, extra: &[(&str, &str)]) -> Result<String, StoreError> {
+        let seq = self.seq.to_string();
+        let hash = format!("\"{}\"", veritrail_core::hash::to_b64(&self.leaf_hash));
+        let mut members = vec![("seq", seq.as_str()), ("leaf_hash", hash.as_str())];
+        members.extend_from_slice(extra);
+        veritrail_core::event::render_leaf(&self.bytes, &members).ok_or_else(|| {
+            StoreError::Damaged(format!(
+                "seq {}: stored record is not a leaf document",
+                self.seq
+            ))
+        })
+    }
 }
 
 /// The published state of the tree.
@@ -421,7 +447,7 @@ impl Writer {
                 None => match reader.seq_of(&id)? {
                     Some(seq) => {
                         let stored = read_verified(&self.segments, &reader, seq)?;
-                        let bytes = veritrail_core::canonical::to_vec(stored.leaf.event())
+                        let bytes = veritrail_core::canonical::to_vec(stored.leaf()?.event())
                             .map_err(|e| StoreError::Damaged(e.to_string()))?;
                         Some((seq, stored.leaf_hash, bytes))
                     }
@@ -608,13 +634,9 @@ fn read_verified(
             "seq {seq}: stored bytes do not match the leaf hash in the tree"
         )));
     }
-    let leaf = Leaf::from_bytes(&raw.payload).map_err(|e| {
-        StoreError::Damaged(format!("seq {seq}: stored record does not decode: {e}"))
-    })?;
     Ok(StoredEvent {
         seq,
         leaf_hash,
-        leaf,
         bytes: raw.payload,
     })
 }

@@ -16,10 +16,17 @@ pub enum Order {
     Asc,
 }
 
+/// One result: its position in result order (event time, seq) and the verified event.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    pub key: SortKey,
+    pub event: StoredEvent,
+}
+
 /// One page of results.
 #[derive(Debug, Clone)]
 pub struct Page {
-    pub events: Vec<StoredEvent>,
+    pub events: Vec<Hit>,
     /// Where the next page starts; `None` when there are no more results.
     pub next_cursor: Option<SortKey>,
 }
@@ -43,7 +50,9 @@ pub fn run(
         (Order::Asc, Some((ts, seq))) => lo = lo.max((ts, seq.saturating_add(1))),
         (_, None) => {}
     }
-    let mut events: Vec<StoredEvent> = Vec::new();
+    let mut events: Vec<Hit> = Vec::new();
+    // When the driving index already implies every condition, records need no decoding.
+    let covered = crate::index::covers(filter);
     let mut next_cursor = None;
     let mut scanned = 0usize;
     let mut failure: Option<StoreError> = None;
@@ -56,14 +65,20 @@ pub fn run(
                 return Ok(false);
             }
         };
-        if filter.matches_leaf(event.leaf.event()) {
+        let matches = covered
+            || match event.leaf() {
+                Ok(leaf) => filter.matches_leaf(leaf.event()),
+                Err(e) => {
+                    failure = Some(e);
+                    return Ok(false);
+                }
+            };
+        if matches {
             if events.len() == limit {
-                next_cursor = events
-                    .last()
-                    .map(|e| (e.leaf.timestamp_micros().unwrap_or(i64::MIN), e.seq));
+                next_cursor = events.last().map(|h| h.key);
                 return Ok(false);
             }
-            events.push(event);
+            events.push(Hit { key, event });
         }
         if scanned >= SCAN_BUDGET {
             next_cursor = Some(key);

@@ -70,7 +70,7 @@ fn check_against_model(log: &TenantLog, leaves: &[Hash], ids: &[Uuid]) {
         let stored = log
             .read(&reader, seq as u64)
             .expect("event reads back verified");
-        assert_eq!(stored.leaf.event_id(), Some(*id));
+        assert_eq!(stored.leaf().expect("decodes").event_id(), Some(*id));
         assert_eq!(leaf_hash(&stored.bytes), leaves[seq]);
     }
     let mut nodes = reader.nodes().expect("nodes");
