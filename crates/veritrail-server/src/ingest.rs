@@ -59,24 +59,30 @@ async fn ingest(
             format!("the body exceeds {limit} bytes"),
         )
     })?;
-    let values = split_body(headers, &bytes)?;
+    let media = media_type(headers);
     let max = state.config.max_events_per_request;
-    if values.is_empty() {
-        return Err(Problem::bad_request("the request holds no events"));
-    }
-    if values.len() > max {
-        return Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Too many events",
-            format!(
-                "{} events in one request; at most {max} are allowed",
-                values.len()
-            ),
-        ));
-    }
-    let events = validate(&values)?;
-    let n = events.len();
-    let pending = state.store.append(DEFAULT_TENANT, events)?;
+    let store = state.store.clone();
+    // Parsing, validation and the canonical bytes and hashes of the events take milliseconds
+    // for a large batch: off the async workers, in parallel across requests.
+    let (n, pending) = crate::blocking(move || {
+        let values = split_body(&media, &bytes)?;
+        if values.is_empty() {
+            return Err(Problem::bad_request("the request holds no events"));
+        }
+        if values.len() > max {
+            return Err(Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Too many events",
+                format!(
+                    "{} events in one request; at most {max} are allowed",
+                    values.len()
+                ),
+            ));
+        }
+        let events = validate(&values)?;
+        Ok((events.len(), store.append(DEFAULT_TENANT, events)?))
+    })
+    .await?;
     let appended = pending.await.map_err(|_| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -95,9 +101,9 @@ async fn ingest(
     ))
 }
 
-/// Splits the body into event values according to its media type.
-fn split_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Vec<Value>, Problem> {
-    let media = headers
+/// The request's media type, lowercased, without parameters (JSON when absent).
+fn media_type(headers: &HeaderMap) -> String {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(|v| {
@@ -107,8 +113,12 @@ fn split_body(headers: &HeaderMap, bytes: &[u8]) -> Result<Vec<Value>, Problem> 
                 .trim()
                 .to_ascii_lowercase()
         })
-        .unwrap_or_else(|| "application/json".into());
-    match media.as_str() {
+        .unwrap_or_else(|| "application/json".into())
+}
+
+/// Splits the body into event values according to its media type.
+fn split_body(media: &str, bytes: &[u8]) -> Result<Vec<Value>, Problem> {
+    match media {
         "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
             let text = std::str::from_utf8(bytes)
                 .map_err(|_| Problem::bad_request("the body is not UTF-8"))?;

@@ -110,7 +110,7 @@ pub struct Head {
 
 /// A queued append and where to send its outcome.
 struct Request {
-    events: Vec<Event>,
+    leaves: Vec<NewLeaf>,
     reply: oneshot::Sender<Result<Appended, StoreError>>,
 }
 
@@ -259,6 +259,13 @@ impl TenantLog {
         events: Vec<Event>,
     ) -> Result<oneshot::Receiver<Result<Appended, StoreError>>, StoreError> {
         let n = events.len();
+        // The per-event work that needs no log state (canonical bytes, hashing) happens here, in
+        // the caller's thread and in parallel across requests, not in the single writer.
+        let ingested_at = now_micros();
+        let leaves = events
+            .into_iter()
+            .map(|e| NewLeaf::prepare(e, &self.tenant, &ingested_at))
+            .collect::<Result<Vec<_>, _>>()?;
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
         if before > 0 && before + n > self.max_queued {
             self.queued.fetch_sub(n, Ordering::AcqRel);
@@ -268,7 +275,7 @@ impl TenantLog {
         let queue = self.queue.lock().map_err(|_| poisoned())?;
         let sent = queue
             .as_ref()
-            .map(|tx| tx.try_send(Request { events, reply }));
+            .map(|tx| tx.try_send(Request { leaves, reply }));
         match sent {
             Some(Ok(())) => Ok(rx),
             Some(Err(std::sync::mpsc::TrySendError::Full(_))) => {
@@ -329,9 +336,34 @@ struct Writer {
 /// An event of the current group that is new to the log.
 struct NewLeaf {
     event: Event,
+    /// Canonical bytes of the event alone: equal bytes mean the same content (idempotency).
     event_bytes: Vec<u8>,
+    /// The leaf input: canonical bytes of the whole leaf document.
     record_bytes: Vec<u8>,
     leaf: Hash,
+    ingested_at_us: i64,
+}
+
+impl NewLeaf {
+    fn prepare(
+        event: Event,
+        tenant: &str,
+        ingested_at: &DateTime<Utc>,
+    ) -> Result<NewLeaf, StoreError> {
+        // Validation already refused what has no canonical form; this cannot fail for an `Event`.
+        let event_bytes = event
+            .canonical_bytes()
+            .map_err(|e| StoreError::Damaged(e.to_string()))?;
+        let record_bytes = Record::canonical_bytes_around(&event_bytes, tenant, ingested_at);
+        let leaf = leaf_hash(&record_bytes);
+        Ok(NewLeaf {
+            event,
+            event_bytes,
+            record_bytes,
+            leaf,
+            ingested_at_us: ingested_at.timestamp_micros(),
+        })
+    }
 }
 
 /// One request's plan within a group.
@@ -344,11 +376,11 @@ impl Writer {
     fn run(&mut self, rx: Receiver<Request>) {
         while let Ok(first) = rx.recv() {
             let mut group = vec![first];
-            let mut n = group[0].events.len();
+            let mut n = group[0].leaves.len();
             while n < self.config.max_group_events {
                 match rx.try_recv() {
                     Ok(r) => {
-                        n += r.events.len();
+                        n += r.leaves.len();
                         group.push(r);
                     }
                     Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
@@ -373,12 +405,11 @@ impl Writer {
             }
             return;
         }
-        let ingested_at = now_micros();
         let mut new_leaves: Vec<NewLeaf> = Vec::new();
         let mut ids = HashMap::new();
         let mut planned = Vec::with_capacity(group.len());
         for req in group {
-            match self.plan(req.events, ingested_at, &mut new_leaves, &mut ids) {
+            match self.plan(req.leaves, &mut new_leaves, &mut ids) {
                 Ok(receipts) => planned.push(Planned {
                     reply: req.reply,
                     receipts,
@@ -391,7 +422,7 @@ impl Writer {
         let result = if new_leaves.is_empty() {
             Ok(())
         } else {
-            self.persist(&new_leaves, ingested_at)
+            self.persist(&new_leaves)
         };
         let tree_size = self.frontier.size();
         for p in planned {
@@ -411,13 +442,12 @@ impl Writer {
     /// event ids to positions in it; on success this request's leaves are added to both.
     fn plan(
         &self,
-        events: Vec<Event>,
-        ingested_at: DateTime<Utc>,
+        leaves: Vec<NewLeaf>,
         group: &mut Vec<NewLeaf>,
         ids: &mut HashMap<Uuid, usize>,
     ) -> Result<Vec<Receipt>, StoreError> {
         let first_new = group.len();
-        let result = self.plan_into(events, ingested_at, group, ids);
+        let result = self.plan_into(leaves, group, ids);
         if result.is_err() {
             // Atomic requests: forget this request's leaves.
             for l in group.drain(first_new..) {
@@ -429,62 +459,54 @@ impl Writer {
 
     fn plan_into(
         &self,
-        events: Vec<Event>,
-        ingested_at: DateTime<Utc>,
+        leaves: Vec<NewLeaf>,
         group: &mut Vec<NewLeaf>,
         ids: &mut HashMap<Uuid, usize>,
     ) -> Result<Vec<Receipt>, StoreError> {
         let size = self.frontier.size();
         let reader = self.index.reader()?;
-        let mut receipts = Vec::with_capacity(events.len());
-        for (i, event) in events.into_iter().enumerate() {
-            let event_bytes = event
-                .canonical_bytes()
-                .map_err(|e| StoreError::Damaged(e.to_string()))?;
-            let id = event.event_id;
+        let mut receipts = Vec::with_capacity(leaves.len());
+        for (i, new) in leaves.into_iter().enumerate() {
+            let id = new.event.event_id;
             let existing = match ids.get(&id) {
-                Some(&k) => Some((size + k as u64, group[k].leaf, group[k].event_bytes.clone())),
+                Some(&k) => Some((
+                    size + k as u64,
+                    group[k].leaf,
+                    group[k].event_bytes == new.event_bytes,
+                )),
                 None => match reader.seq_of(&id)? {
                     Some(seq) => {
                         let stored = read_verified(&self.segments, &reader, seq)?;
                         let bytes = veritrail_core::canonical::to_vec(stored.leaf()?.event())
                             .map_err(|e| StoreError::Damaged(e.to_string()))?;
-                        Some((seq, stored.leaf_hash, bytes))
+                        Some((seq, stored.leaf_hash, bytes == new.event_bytes))
                     }
                     None => None,
                 },
             };
             match existing {
-                Some((seq, leaf, bytes)) if bytes == event_bytes => receipts.push(Receipt {
+                Some((seq, leaf, true)) => receipts.push(Receipt {
                     event_id: id,
                     seq,
                     leaf_hash: leaf,
                     duplicate: true,
                 }),
-                Some(_) => {
+                Some((_, _, false)) => {
                     return Err(StoreError::Conflict {
                         index: i,
                         event_id: id,
                     })
                 }
                 None => {
-                    let record_bytes =
-                        Record::canonical_bytes_around(&event_bytes, &self.tenant, &ingested_at);
-                    let leaf = leaf_hash(&record_bytes);
                     let seq = size + group.len() as u64;
                     receipts.push(Receipt {
                         event_id: id,
                         seq,
-                        leaf_hash: leaf,
+                        leaf_hash: new.leaf,
                         duplicate: false,
                     });
                     ids.insert(id, group.len());
-                    group.push(NewLeaf {
-                        event,
-                        event_bytes,
-                        record_bytes,
-                        leaf,
-                    });
+                    group.push(new);
                 }
             }
         }
@@ -492,11 +514,7 @@ impl Writer {
     }
 
     /// Writes and fsyncs the group's records, then extends the tree and the derived state.
-    fn persist(
-        &mut self,
-        leaves: &[NewLeaf],
-        ingested_at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    fn persist(&mut self, leaves: &[NewLeaf]) -> Result<(), StoreError> {
         if self.seg_len >= self.config.segment_bytes {
             self.rotate()?;
         }
@@ -540,7 +558,7 @@ impl Writer {
                     offset: *off,
                 },
                 event: &l.event,
-                ingested_at_us: ingested_at.timestamp_micros(),
+                ingested_at_us: l.ingested_at_us,
             })
             .collect();
         let started = Instant::now();
