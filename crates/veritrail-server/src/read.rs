@@ -25,7 +25,7 @@ pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_LIMIT: usize = 100;
 
 /// The JSON form of a stored event: the event's fields plus what the server added, spliced from
-/// the stored bytes (no parse, no re-encoding).
+/// the stored bytes (no `Value` built, no re-encoding; `RawValue` only checks the text is JSON).
 pub fn event_json(e: &StoredEvent, extra: &[(&str, &str)]) -> Result<Box<RawValue>, Problem> {
     let text = e.render(extra)?;
     RawValue::from_string(text).map_err(|err| {

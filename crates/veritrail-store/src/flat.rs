@@ -101,6 +101,29 @@ impl FlatFiles {
         Ok(Some(h))
     }
 
+    /// True when every entry of leaves `[from, to)` (positions, and the nodes those leaves
+    /// complete) holds data: a file the file system extended but never filled reads as zeros,
+    /// and no position (ordinals start at 1) or SHA-256 node is zero.
+    pub fn written(&self, from: u64, to: u64) -> std::io::Result<bool> {
+        for seq in from..to {
+            if self.pos(seq)? == 0 {
+                return Ok(false);
+            }
+        }
+        for level in 0..MAX_LEVELS as u32 {
+            let (a, b) = (from >> level, to >> level);
+            if b == 0 {
+                break;
+            }
+            for index in a..b {
+                if self.node(level, index)?.is_none_or(|h| h == [0u8; 32]) {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     /// Number of position entries the file holds.
     pub fn pos_entries(&self) -> std::io::Result<u64> {
         Ok(self.pos.metadata()?.len() / POS_WIDTH)
@@ -170,7 +193,7 @@ mod tests {
             .expect("empty is consistent");
         for seq in 0..5u64 {
             f.put_pos(seq, seq * 100 + 1).expect("pos");
-            f.put_node(0, seq, &[seq as u8; 32]).expect("leaf");
+            f.put_node(0, seq, &[seq as u8 + 1; 32]).expect("leaf");
         }
         // The perfect nodes of a 4-leaf tree above its leaves.
         f.put_node(1, 0, &[8; 32]).expect("node");
@@ -186,6 +209,22 @@ mod tests {
             .expect("consistent");
         assert_eq!(f.pos_entries().expect("len"), 4);
         assert_eq!(f.node(2, 0).expect("read"), Some([7; 32]));
+        drop(f);
+        // Entries the file system extended but never wrote read as zeros and are noticed.
+        let f = FlatFiles::open(dir.path(), 4)
+            .expect("open")
+            .expect("consistent");
+        assert!(f.written(0, 4).expect("check"));
+        f.put_node(0, 3, &[0; 32]).expect("zero a leaf");
+        assert!(
+            !f.written(2, 4).expect("check"),
+            "a zero leaf hash is an unwritten entry"
+        );
+        f.put_pos(1, 0).expect("zero a position");
+        assert!(
+            !f.written(0, 2).expect("check"),
+            "a zero position is an unwritten entry"
+        );
         drop(f);
         // For 9 leaves the files are short: the caller must rebuild.
         assert!(FlatFiles::open(dir.path(), 9).expect("open").is_none());

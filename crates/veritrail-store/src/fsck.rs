@@ -42,7 +42,7 @@ pub fn check(
     mut progress: impl FnMut(u64, u64),
 ) -> Result<FsckReport, StoreError> {
     let log_dir = dir.join("log");
-    let index = Index::open(&dir.join(crate::index::INDEX_DIR))?;
+    let index = Index::open_for_check(&dir.join(crate::index::INDEX_DIR))?;
     let reader = index.reader()?;
     let ordinals = list_segments(&log_dir)?;
     let mut total = 0;

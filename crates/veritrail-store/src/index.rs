@@ -1,5 +1,5 @@
-//! Derived state in one fjall keyspace (an LSM tree per table): lookups, secondary indexes and the
-//! Merkle tree's nodes.
+//! Derived state: one fjall keyspace (an LSM tree per table) for lookups and secondary indexes,
+//! and fixed-width files for record positions and the Merkle tree's nodes.
 //!
 //! Everything here is *technically just a cache* of the log: `veritrail reindex` deletes it and
 //! rebuilds it from the segments, and startup replays whatever the index lost. Each group commit
@@ -40,6 +40,11 @@ use crate::producers::ProducerStatus;
 
 /// Directory of the index inside a tenant directory (its lock file is `index.lock`).
 pub const INDEX_DIR: &str = "index";
+
+/// Meta key: number of leaves whose fixed-width entries were fsync'd.
+const SYNCED_SIZE: &[u8] = b"synced_size";
+/// The fixed-width files are fsync'd once per this many batches.
+const SYNC_FILES_EVERY: u32 = 256;
 
 /// Meta key: number of leaves whose derived state is in this database.
 const INDEXED_SIZE: &[u8] = b"indexed_size";
@@ -115,6 +120,8 @@ pub struct Index {
     keyspace: Keyspace,
     tables: Tables,
     flat: FlatFiles,
+    /// Batches applied since opening, for the periodic sync of the fixed-width files.
+    applies: std::sync::atomic::AtomicU32,
     _lock: File,
 }
 
@@ -208,17 +215,40 @@ pub fn lock(path: &Path) -> Result<File, IndexError> {
 impl Index {
     /// Opens (or creates) the index at `path`, taking its lock.
     pub fn open(path: &Path) -> Result<Index, IndexError> {
+        Index::open_with(path, true)
+    }
+
+    /// Opens the index for checking: derived files behind the index are an error, not a reason to
+    /// rebuild (`fsck` reports; `reindex` repairs).
+    pub fn open_for_check(path: &Path) -> Result<Index, IndexError> {
+        Index::open_with(path, false)
+    }
+
+    fn open_with(path: &Path, rebuild: bool) -> Result<Index, IndexError> {
         let lock = lock(path)?;
         std::fs::create_dir_all(path)?;
         let (keyspace, tables) = open_keyspace(path)?;
-        let size = tables.meta.get(INDEXED_SIZE)?.map_or(0, |v| u64_at(&v, 0));
+        let meta = |key: &[u8]| -> Result<u64, IndexError> {
+            Ok(tables.meta.get(key)?.map_or(0, |v| u64_at(&v, 0)))
+        };
+        let (size, synced) = (meta(INDEXED_SIZE)?, meta(SYNCED_SIZE)?);
         if let Some(flat) = FlatFiles::open(path, size)? {
-            return Ok(Index {
-                keyspace,
-                tables,
-                flat,
-                _lock: lock,
-            });
+            if flat.written(synced.min(size), size)? {
+                return Ok(Index {
+                    keyspace,
+                    tables,
+                    flat,
+                    applies: 0.into(),
+                    _lock: lock,
+                });
+            }
+        }
+        if !rebuild {
+            return Err(std::io::Error::other(format!(
+                "the derived files in {} are behind the index (a machine crash?); run `veritrail reindex`",
+                path.display()
+            ))
+            .into());
         }
         // The fixed-width files lost writes the LSM tree kept (a machine crash between their
         // write-backs): start the derived state afresh; recovery replays the whole log.
@@ -233,6 +263,7 @@ impl Index {
             keyspace,
             tables,
             flat,
+            applies: 0.into(),
             _lock: lock,
         })
     }
@@ -296,6 +327,19 @@ impl Index {
             new_size.to_be_bytes().to_vec(),
         );
         let newly_missing = self.track_producers(leaves, &mut batch)?;
+        // Now and then make the fixed-width files durable and say how far: after a machine crash
+        // only the entries past that point can have been lost, and `open` checks just those.
+        let n = self
+            .applies
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if durable || n % SYNC_FILES_EVERY == 0 {
+            self.flat.sync()?;
+            batch.insert(
+                &t.meta,
+                SYNCED_SIZE.to_vec(),
+                new_size.to_be_bytes().to_vec(),
+            );
+        }
         batch.commit()?;
         if durable {
             self.sync()?;
@@ -345,6 +389,8 @@ impl Index {
     /// Makes everything applied so far durable.
     pub fn sync(&self) -> Result<(), IndexError> {
         self.flat.sync()?;
+        let size = self.indexed_size()?;
+        self.tables.meta.insert(SYNCED_SIZE, size.to_be_bytes())?;
         self.keyspace.persist(fjall::PersistMode::SyncAll)
     }
 

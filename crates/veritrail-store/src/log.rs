@@ -259,18 +259,22 @@ impl TenantLog {
         events: Vec<Event>,
     ) -> Result<oneshot::Receiver<Result<Appended, StoreError>>, StoreError> {
         let n = events.len();
-        // The per-event work that needs no log state (canonical bytes, hashing) happens here, in
-        // the caller's thread and in parallel across requests, not in the single writer.
-        let ingested_at = now_micros();
-        let leaves = events
-            .into_iter()
-            .map(|e| NewLeaf::prepare(e, &self.tenant, &ingested_at))
-            .collect::<Result<Vec<_>, _>>()?;
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
         if before > 0 && before + n > self.max_queued {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             return Err(StoreError::Overloaded { queued: before });
         }
+        // The per-event work that needs no log state (canonical bytes, hashing) happens here, in
+        // the caller's thread and in parallel across requests, not in the single writer. So
+        // `ingested_at` is when the request arrived, not when its group was committed.
+        let ingested_at = now_micros();
+        let prepared: Result<Vec<_>, _> = events
+            .into_iter()
+            .map(|e| NewLeaf::prepare(e, &self.tenant, &ingested_at))
+            .collect();
+        let leaves = prepared.inspect_err(|_| {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+        })?;
         let (reply, rx) = oneshot::channel();
         let queue = self.queue.lock().map_err(|_| poisoned())?;
         let sent = queue
