@@ -270,21 +270,53 @@ fn ingest(url: &str, work: Workload, clients: usize) -> anyhow::Result<(Vec<Dura
     )
 }
 
-fn time_queries(
-    client: &Client,
+/// Times `n` runs of `query`; returns the sorted latencies.
+pub(crate) fn timed(
     n: usize,
-    mut params: impl FnMut(usize) -> (String, Vec<(String, String)>),
+    mut query: impl FnMut(usize) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<Duration>> {
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
-        let (path, p) = params(i);
         let t = Instant::now();
-        let body: Value = client.get(&path, &p)?.json()?;
+        query(i)?;
         lat.push(t.elapsed());
-        anyhow::ensure!(body.is_object(), "unexpected reply");
     }
     lat.sort();
     Ok(lat)
+}
+
+/// What every target reports.
+pub(crate) struct Measured {
+    pub(crate) work: Workload,
+    pub(crate) clients: usize,
+    pub(crate) elapsed: Duration,
+    /// Sorted per-batch write latencies.
+    pub(crate) writes: Vec<Duration>,
+    pub(crate) timeline: Vec<Duration>,
+    pub(crate) window: Vec<Duration>,
+    pub(crate) bytes: Option<u64>,
+}
+
+impl Measured {
+    /// The result object (`target`, `events`, `events_per_s`, percentiles, `bytes_per_event`).
+    pub(crate) fn to_json(&self, target: &str) -> Value {
+        let events = self.work.events;
+        json!({
+            "target": target,
+            "events": events,
+            "clients": self.clients,
+            "batch": self.work.batch,
+            "events_per_s": (events as f64 / self.elapsed.as_secs_f64()).round(),
+            "p50_ms": pct(&self.writes, 0.50),
+            "p99_ms": pct(&self.writes, 0.99),
+            "max_ms": pct(&self.writes, 1.0),
+            "timeline_p50_ms": pct(&self.timeline, 0.50),
+            "timeline_p99_ms": pct(&self.timeline, 0.99),
+            "filtered_window_p50_ms": pct(&self.window, 0.50),
+            "filtered_window_p99_ms": pct(&self.window, 0.99),
+            "bytes_per_event": self.bytes.map(|b| b / events.max(1) as u64),
+        })
+    }
 }
 
 /// Measures Veritrail: ingest, then queries and proofs.
@@ -299,49 +331,54 @@ fn run_veritrail(args: &BenchArgs, work: Workload) -> anyhow::Result<Value> {
         .clone()
         .or_else(|| own.as_ref().map(|o| o.url.clone()))
         .unwrap_or_default();
-    let (lat, elapsed) = ingest(&url, work, args.clients)?;
+    let (writes, elapsed) = ingest(&url, work, args.clients)?;
     let client = Client::new(&ServerArgs {
         server: url.clone(),
     })?;
+    let get = |path: &str, p: &[(String, String)]| -> anyhow::Result<()> {
+        let body: Value = client.get(path, p)?.json()?;
+        anyhow::ensure!(body.is_object(), "unexpected reply from {path}");
+        Ok(())
+    };
     let mut rng = Rng(42);
-    let corrs = args.correlations;
-    let timeline = time_queries(&client, args.queries, |_| {
-        (
-            format!("/v1/correlations/rr-{:08}/timeline", rng.below(corrs)),
-            Vec::new(),
+    let timeline = timed(args.queries, |_| {
+        get(
+            &format!(
+                "/v1/correlations/rr-{:08}/timeline",
+                rng.below(work.correlations)
+            ),
+            &[],
         )
     })?;
-    let window = time_queries(&client, args.queries, |i| {
-        let p = vec![
+    let window = timed(args.queries, |i| {
+        let p = [
             ("event_type".into(), SERVICES[i % SERVICES.len()].1.into()),
             ("since".into(), "30m".into()),
             ("limit".into(), "100".into()),
         ];
-        ("/v1/events".into(), p)
+        get("/v1/events", &p)
     })?;
     let size = args.events as u64;
-    let proofs = time_queries(&client, args.queries, |_| {
-        let p = vec![("leaf_index".into(), (rng.next() % size).to_string())];
-        ("/v1/proof/inclusion".into(), p)
+    let proofs = timed(args.queries, |_| {
+        get(
+            "/v1/proof/inclusion",
+            &[("leaf_index".into(), (rng.next() % size).to_string())],
+        )
     })?;
     let bytes = own.as_ref().map(|o| dir_bytes(&o.dir));
-    Ok(json!({
-        "target": "veritrail",
-        "events": args.events,
-        "clients": args.clients,
-        "batch": args.batch,
-        "events_per_s": (args.events as f64 / elapsed.as_secs_f64()).round(),
-        "p50_ms": pct(&lat, 0.50),
-        "p99_ms": pct(&lat, 0.99),
-        "max_ms": pct(&lat, 1.0),
-        "timeline_p50_ms": pct(&timeline, 0.50),
-        "timeline_p99_ms": pct(&timeline, 0.99),
-        "filtered_window_p50_ms": pct(&window, 0.50),
-        "filtered_window_p99_ms": pct(&window, 0.99),
-        "inclusion_proof_p50_ms": pct(&proofs, 0.50),
-        "inclusion_proof_p99_ms": pct(&proofs, 0.99),
-        "bytes_per_event": bytes.map(|b| b / args.events as u64),
-    }))
+    let mut result = Measured {
+        work,
+        clients: args.clients,
+        elapsed,
+        writes,
+        timeline,
+        window,
+        bytes,
+    }
+    .to_json("veritrail");
+    result["inclusion_proof_p50_ms"] = pct(&proofs, 0.50).into();
+    result["inclusion_proof_p99_ms"] = pct(&proofs, 0.99).into();
+    Ok(result)
 }
 
 /// Measures PostgreSQL: multi-row INSERT from `--clients` and from one client, and COPY.
@@ -363,9 +400,7 @@ fn run_postgres(args: &BenchArgs, work: Workload) -> anyhow::Result<Vec<Value>> 
     plans.push((1, crate::bench_pg::Method::Copy));
     plans
         .into_iter()
-        .map(|(clients, method)| {
-            crate::bench_pg::run(&url, work, clients, method, args.queries, args.correlations)
-        })
+        .map(|(clients, method)| crate::bench_pg::run(&url, work, clients, method, args.queries))
         .collect()
 }
 

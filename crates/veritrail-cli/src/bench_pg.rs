@@ -9,15 +9,15 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use postgres::types::ToSql;
 use postgres::{Client, NoTls};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::bench::Workload;
+use crate::bench::{timed, Measured, Rng, Workload, SERVICES};
 
 /// Kubernaut's `audit_events` table and indexes (from its v1 migrations).
 const SCHEMA: &str = include_str!("kubernaut_audit_events.sql");
@@ -348,21 +348,6 @@ fn bytes_on_disk(client: &mut Client) -> anyhow::Result<u64> {
     Ok(row.get::<_, i64>(0).max(0) as u64)
 }
 
-fn time_queries(
-    client: &mut Client,
-    n: usize,
-    mut q: impl FnMut(&mut Client, usize) -> anyhow::Result<usize>,
-) -> anyhow::Result<Vec<Duration>> {
-    let mut lat = Vec::with_capacity(n);
-    for i in 0..n {
-        let t = Instant::now();
-        q(client, i)?;
-        lat.push(t.elapsed());
-    }
-    lat.sort();
-    Ok(lat)
-}
-
 /// Runs one write method on a fresh table, then the queries; returns the result object.
 pub fn run(
     url: &str,
@@ -370,48 +355,45 @@ pub fn run(
     clients: usize,
     method: Method,
     queries: usize,
-    correlations: usize,
 ) -> anyhow::Result<Value> {
     let mut client = Client::connect(url, NoTls)
         .with_context(|| format!("connecting to PostgreSQL at {url}"))?;
     create_schema(&mut client, Utc::now())?;
-    let events = work.events;
-    let (lat, elapsed) = ingest(url, work, clients, method)?;
+    let (writes, elapsed) = ingest(url, work, clients, method)?;
     client.batch_execute("ANALYZE audit_events")?;
-    let mut rng = super::bench::Rng(42);
-    let timeline = time_queries(&mut client, queries, |c, _| {
-        let corr = format!("rr-{:08}", rng.below(correlations));
-        Ok(c.query(
+    let mut rng = Rng(42);
+    let timeline = timed(queries, |_| {
+        let corr = format!("rr-{:08}", rng.below(work.correlations));
+        client.query(
             "SELECT * FROM audit_events WHERE correlation_id = $1 ORDER BY event_timestamp ASC LIMIT 1000",
             &[&corr],
-        )?
-        .len())
+        )?;
+        Ok(())
     })?;
-    let window = time_queries(&mut client, queries, |c, i| {
-        let ty = super::bench::SERVICES[i % super::bench::SERVICES.len()].1;
-        Ok(c.query(
+    let window = timed(queries, |i| {
+        let ty = SERVICES[i % SERVICES.len()].1;
+        client.query(
             "SELECT * FROM audit_events WHERE event_type = $1 AND event_timestamp >= now() - interval '30 minutes' \
              ORDER BY event_timestamp DESC LIMIT 100",
             &[&ty],
-        )?
-        .len())
+        )?;
+        Ok(())
     })?;
-    let bytes = bytes_on_disk(&mut client)?;
-    use super::bench::pct;
-    Ok(json!({
-        "target": "postgres",
-        "method": match method { Method::Insert => "insert", Method::Copy => "copy" },
-        "events": events,
-        "clients": clients,
-        "batch": work.batch,
-        "events_per_s": (events as f64 / elapsed.as_secs_f64()).round(),
-        "p50_ms": pct(&lat, 0.50),
-        "p99_ms": pct(&lat, 0.99),
-        "max_ms": pct(&lat, 1.0),
-        "timeline_p50_ms": pct(&timeline, 0.50),
-        "timeline_p99_ms": pct(&timeline, 0.99),
-        "filtered_window_p50_ms": pct(&window, 0.50),
-        "filtered_window_p99_ms": pct(&window, 0.99),
-        "bytes_per_event": bytes / events.max(1) as u64,
-    }))
+    let bytes = Some(bytes_on_disk(&mut client)?);
+    let mut result = Measured {
+        work,
+        clients,
+        elapsed,
+        writes,
+        timeline,
+        window,
+        bytes,
+    }
+    .to_json("postgres");
+    result["method"] = match method {
+        Method::Insert => "insert",
+        Method::Copy => "copy",
+    }
+    .into();
+    Ok(result)
 }
