@@ -212,7 +212,7 @@ fn data_matches(data: &serde_json::Map<String, Value>, path: &str, want: &str) -
     }
     match cur {
         Some(Value::String(s)) => s == want,
-        Some(v @ (Value::Number(_) | Value::Bool(_) | Value::Null)) => v.to_string() == want,
+        Some(v @ (Value::Number(_) | Value::Bool(_) | Value::Null)) => *v == want,
         _ => false,
     }
 }

@@ -35,7 +35,7 @@ fn signer() -> NoteSigner {
 }
 
 fn record(i: u64) -> Record {
-    let actor = if i % 2 == 0 { "alice" } else { "bob" };
+    let actor = if i.is_multiple_of(2) { "alice" } else { "bob" };
     let json = json!({
         "event_id": Uuid::from_u128(0x0190_0000_0000_7000_8000_0000_0000_0000 + u128::from(i)).to_string(),
         "event_type": "iam.user.login",
@@ -187,7 +187,7 @@ fn bundle_header_and_event_line_layout() {
             "veritrail-export/v1",
             ORIGIN,
             "10",
-            &lines[3],
+            lines[3],
             "5",
             r#"{"actor_id":"alice"}"#
         ]

@@ -332,7 +332,7 @@ impl Index {
         let n = self
             .applies
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if durable || n % SYNC_FILES_EVERY == 0 {
+        if durable || n.is_multiple_of(SYNC_FILES_EVERY) {
             self.flat.sync()?;
             batch.insert(
                 &t.meta,
