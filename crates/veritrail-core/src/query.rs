@@ -212,7 +212,9 @@ fn data_matches(data: &serde_json::Map<String, Value>, path: &str, want: &str) -
     }
     match cur {
         Some(Value::String(s)) => s == want,
-        Some(v @ (Value::Number(_) | Value::Bool(_) | Value::Null)) => *v == want,
+        // Compare the JSON text: `Value == &str` would compare with a JSON string instead.
+        #[allow(clippy::cmp_owned)]
+        Some(v @ (Value::Number(_) | Value::Bool(_) | Value::Null)) => v.to_string() == want,
         _ => false,
     }
 }
