@@ -490,14 +490,21 @@ impl IndexReader {
         Ok(out)
     }
 
-    /// Counts of entries per table, for fsck's cross-check (a full scan of each table).
-    pub fn entry_counts(&self) -> Result<EntryCounts, IndexError> {
-        Ok(EntryCounts {
-            ids: self.ids.len()? as u64,
-            pos: self.flat.pos_entries()?,
-            by_time: self.by_time.len()? as u64,
-            by_field: self.by_field.len()? as u64,
-        })
+    /// The fingerprint of every entry of the `ids`, `by_time` and `by_field` tables (a full scan),
+    /// for fsck to compare with [`Digest::add_expected`] over the log.
+    pub fn entries_digest(&self) -> Result<Digest, IndexError> {
+        let mut d = Digest::default();
+        for (tag, table) in [
+            (b'i', &self.ids),
+            (b't', &self.by_time),
+            (b'f', &self.by_field),
+        ] {
+            for entry in table.iter() {
+                let (k, v) = entry?;
+                d.add(tag, &k, &v);
+            }
+        }
+        Ok(d)
     }
 
     /// True when every index entry that `event` at `seq` should have exists.
@@ -617,13 +624,38 @@ fn merge(
     }
 }
 
-/// Entry counts per table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EntryCounts {
-    pub ids: u64,
-    pub pos: u64,
-    pub by_time: u64,
-    pub by_field: u64,
+/// An order-independent fingerprint of a set of index entries: their number and the wrapping sum
+/// of a 64-bit hash of each (table, key, value). Equal sets give equal digests; a missing, extra
+/// or changed entry changes it (barring a 2^-64 accident), without holding the entries in memory.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Digest {
+    pub entries: u64,
+    sum: u64,
+}
+
+impl Digest {
+    fn add(&mut self, table: u8, key: &[u8], value: &[u8]) {
+        use std::hash::{Hash as _, Hasher as _};
+        // SipHash with fixed keys: deterministic across runs, which the comparison needs.
+        let mut h = std::hash::DefaultHasher::new();
+        (table, key, value).hash(&mut h);
+        self.entries += 1;
+        self.sum = self.sum.wrapping_add(h.finish());
+    }
+
+    /// Adds the entries that `event` at `seq` must have, exactly as [`Index::apply`] writes them.
+    pub fn add_expected(&mut self, event: &Event, seq: u64) {
+        let sort = sort_bytes(sort_key(event, seq));
+        self.add(b'i', event.event_id.as_bytes(), &seq.to_be_bytes());
+        self.add(b't', &sort, &[]);
+        for (code, name) in INDEXED_FIELDS.iter().enumerate() {
+            if let Some(v) = event.field(name) {
+                let mut k = field_prefix(code as u8, v);
+                k.extend_from_slice(&sort);
+                self.add(b'f', &k, &[]);
+            }
+        }
+    }
 }
 
 /// A tree node could not be read.
