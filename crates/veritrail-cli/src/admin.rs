@@ -38,7 +38,7 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("reading {}", args.bundle.display()))?;
     let report = veritrail_core::bundle::verify(&text, &vkey);
     if report.ok() {
-        println!(
+        outln!(
             "OK: {} events verified against the signed checkpoint of {} at tree size {}, signed by {}",
             report.events_checked,
             report.origin.as_deref().unwrap_or("?"),
@@ -48,9 +48,9 @@ pub fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for p in &report.problems {
-        println!("FAIL: {p}");
+        outln!("FAIL: {p}");
     }
-    println!(
+    outln!(
         "{} problem(s) found in {}",
         report.problems.len(),
         args.bundle.display()
@@ -101,16 +101,18 @@ pub fn fsck(args: DataDirArgs) -> anyhow::Result<ExitCode> {
             .checkpoint_size
             .map_or("no checkpoint yet".into(), |s| format!("checkpoint at {s}"));
         if report.ok() {
-            println!(
+            outln!(
                 "{tenant}: OK, {} events in {} segments ({} bytes), {cp}",
-                report.events, report.segments, report.bytes
+                report.events,
+                report.segments,
+                report.bytes
             );
         } else {
             clean = false;
             for p in &report.problems {
-                println!("{tenant}: DAMAGE: {p}");
+                outln!("{tenant}: DAMAGE: {p}");
             }
-            println!(
+            outln!(
                 "{tenant}: {} problem(s) in {} events",
                 report.problems.len(),
                 report.events
@@ -147,7 +149,7 @@ pub fn reindex(args: DataDirArgs) -> anyhow::Result<ExitCode> {
         let size = log.head().size;
         log.close();
         spinner.finish_and_clear();
-        println!("{tenant}: indexed {size} events");
+        outln!("{tenant}: indexed {size} events");
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -165,7 +167,7 @@ pub fn key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
         KeyCommand::Show(args) => {
             let signer = veritrail_store::keys::load_signer(&args.data_dir)
                 .context("no signing key yet: it is created on the first `veritrail serve`")?;
-            println!("{}", signer.vkey());
+            outln!("{}", signer.vkey());
         }
     }
     Ok(ExitCode::SUCCESS)

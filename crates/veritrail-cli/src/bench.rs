@@ -429,16 +429,18 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     let work = Workload::new(&args);
     let show = |v: &Value| -> anyhow::Result<()> {
         if args.json {
-            println!("{v}");
+            outln!("{v}");
         } else {
-            println!("{}", serde_json::to_string_pretty(v)?);
+            outln!("{}", serde_json::to_string_pretty(v)?);
         }
         Ok(())
     };
     if !args.json {
         eprintln!(
             "workload: {} events in batches of {} from {} clients",
-            args.events, args.batch, args.clients
+            args.events,
+            args.batch,
+            args.clients
         );
     }
     let veritrail = match args.target {

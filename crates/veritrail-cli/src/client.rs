@@ -255,7 +255,7 @@ pub fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
                 .record_wait(e)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!(
+            outln!(
                 "{}  producer {} seq {}",
                 r.event_id,
                 client.producer_id(),

@@ -2,6 +2,15 @@
 //!
 //! Exit codes: 0 success, 1 the check found problems (verify, fsck), 2 usage or runtime error.
 
+/// Writes a line to stdout. A closed pipe (`veritrail verify … | head`) is a normal end, not a
+/// panic, so write errors are ignored: there is nowhere left to report them.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod admin;
 mod bench;
 mod bench_pg;

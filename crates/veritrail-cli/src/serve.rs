@@ -165,7 +165,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", settings.listen))?;
         let addr = listener.local_addr()?;
-        println!("veritrail listening on http://{addr}");
+        outln!("veritrail listening on http://{addr}");
         tracing::info!(%addr, vkey = %state.signer.vkey(), "serving");
         veritrail_server::spawn_checkpointer(state.clone());
         axum::serve(listener, veritrail_server::router(state))
