@@ -438,9 +438,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     if !args.json {
         eprintln!(
             "workload: {} events in batches of {} from {} clients",
-            args.events,
-            args.batch,
-            args.clients
+            args.events, args.batch, args.clients
         );
     }
     let veritrail = match args.target {
