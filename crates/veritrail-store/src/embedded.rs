@@ -17,6 +17,9 @@ use crate::log::{Head, LogConfig, StoredEvent, TenantLog};
 use crate::query::{self, Page};
 use crate::{PendingAppend, QuerySpec, Store};
 
+/// Shortest time between two checkpoints signed for one tenant.
+const MIN_ISSUE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Settings of the embedded engine.
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
@@ -239,8 +242,20 @@ impl Store for EmbeddedStore {
         let t = self
             .tenant(tenant, true)?
             .ok_or_else(|| StoreError::OutOfRange(format!("invalid tenant `{tenant}`")))?;
+        let latest = t.checkpoints.latest();
+        if let Some(l) = &latest {
+            // Signing is an fsync: however often checkpoints are asked for while the log grows,
+            // issue at most one per interval. The caller waits out the rest of the interval and
+            // still gets a checkpoint that covers the head as it was when it asked.
+            let since = (chrono::Utc::now() - l.seen_at)
+                .to_std()
+                .unwrap_or_default();
+            if l.checkpoint.size < t.log.head().size && since < MIN_ISSUE_INTERVAL {
+                std::thread::sleep(MIN_ISSUE_INTERVAL - since);
+            }
+        }
         let head = t.log.head();
-        match t.checkpoints.latest() {
+        match t.checkpoints.latest().or(latest) {
             Some(latest) if latest.checkpoint.size >= head.size => Ok(latest),
             _ => {
                 let cp = Checkpoint {

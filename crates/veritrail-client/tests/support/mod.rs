@@ -33,7 +33,10 @@ pub fn server_bin() -> PathBuf {
         *built = Some(p.clone());
         return p;
     }
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // Read at run time: a build cache shared between checkouts must not point at another one.
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let workspace = Path::new(&crate_dir).join("../..");
     let target = match std::env::var_os("CARGO_TARGET_DIR") {
         Some(t) if Path::new(&t).is_absolute() => PathBuf::from(t),
         Some(t) => workspace.join(t),
