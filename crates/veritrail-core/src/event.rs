@@ -251,20 +251,28 @@ fn check_payload(m: &Map<String, Value>) -> Result<(), String> {
             "nests {d} levels deep; at most {MAX_EVENT_DATA_DEPTH} are allowed"
         ));
     }
-    let mut bytes = Vec::new();
-    for (k, v) in m {
-        bytes.clear();
-        canonical::write_value(v, &mut bytes).map_err(|e| format!("key `{k}`: {e}"))?;
-    }
-    let size = canonical::to_vec(&Value::Object(m.clone()))
-        .map_err(|e| e.to_string())?
-        .len();
+    let size = canonical_size(m)?;
     if size > MAX_EVENT_DATA_BYTES {
         return Err(format!(
             "is {size} bytes; at most {MAX_EVENT_DATA_BYTES} are allowed"
         ));
     }
     Ok(())
+}
+
+/// The length of `m`'s canonical bytes, member by member (each value is encoded once, and a value
+/// with no canonical form is named by its key), without copying the payload.
+fn canonical_size(m: &Map<String, Value>) -> Result<usize, String> {
+    let mut size = 2 + m.len().saturating_sub(1); // braces and commas
+    let mut bytes = Vec::new();
+    for (k, v) in m {
+        bytes.clear();
+        canonical::write_string(k, &mut bytes);
+        bytes.push(b':');
+        canonical::write_value(v, &mut bytes).map_err(|e| format!("key `{k}`: {e}"))?;
+        size += bytes.len();
+    }
+    Ok(size)
 }
 
 /// Fields an event may carry; anything else is rejected so that a typo is never silently lost.
@@ -704,6 +712,19 @@ mod tests {
         assert_eq!(fields.len(), 4, "{err}");
         for f in ["event_outcome", "duration_ms", "colour", "event_action"] {
             assert!(fields.contains(&f), "{f} not named in {err}");
+        }
+    }
+
+    #[test]
+    fn payload_size_is_the_length_of_the_canonical_bytes() {
+        for v in [
+            json!({}),
+            json!({"a": 1}),
+            json!({"z": [1.5, "é\n"], "a": {"b": null}, "€": true}),
+        ] {
+            let m = v.as_object().expect("object");
+            let bytes = canonical::to_vec(&v).expect("canonical");
+            assert_eq!(canonical_size(m), Ok(bytes.len()), "{v}");
         }
     }
 

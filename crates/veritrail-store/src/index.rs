@@ -398,12 +398,14 @@ impl Index {
     pub fn reader(&self) -> Result<IndexReader, IndexError> {
         let instant = self.keyspace.instant();
         let t = &self.tables;
-        let meta = t.meta.snapshot_at(instant);
-        let size = meta.get(INDEXED_SIZE)?.map_or(0, |v| u64_at(&v, 0));
+        let size = t
+            .meta
+            .snapshot_at(instant)
+            .get(INDEXED_SIZE)?
+            .map_or(0, |v| u64_at(&v, 0));
         Ok(IndexReader {
             size,
             flat: self.flat.clone(),
-            meta,
             ids: t.ids.snapshot_at(instant),
             by_time: t.by_time.snapshot_at(instant),
             by_field: t.by_field.snapshot_at(instant),
@@ -418,7 +420,6 @@ pub struct IndexReader {
     /// Leaves the snapshot covers: only positions and nodes within it are read.
     size: u64,
     flat: FlatFiles,
-    meta: Snapshot,
     ids: Snapshot,
     by_time: Snapshot,
     by_field: Snapshot,
@@ -448,11 +449,6 @@ impl IndexReader {
         // Ordinals start at 1, so a zero entry is one that was never written.
         let packed = self.flat.pos(seq)?;
         Ok((packed != 0).then(|| Pos::unpack(packed)))
-    }
-
-    /// How many leaves the snapshot covers.
-    pub fn indexed_size(&self) -> Result<u64, IndexError> {
-        Ok(self.meta.get(INDEXED_SIZE)?.map_or(0, |v| u64_at(&v, 0)))
     }
 
     /// A closure reading perfect tree nodes, for [`veritrail_core::merkle`].

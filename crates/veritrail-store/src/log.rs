@@ -233,11 +233,6 @@ impl TenantLog {
         })
     }
 
-    /// The tenant this log belongs to.
-    pub fn tenant(&self) -> &str {
-        &self.tenant
-    }
-
     /// The latest published tree head.
     pub fn head(&self) -> Head {
         *self.head.read().unwrap_or_else(|p| p.into_inner())
