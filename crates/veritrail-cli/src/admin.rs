@@ -146,7 +146,7 @@ pub fn reindex(args: DataDirArgs) -> anyhow::Result<ExitCode> {
         drop(lock);
         let log = veritrail_store::log::TenantLog::open(&dir, &tenant, Default::default())
             .with_context(|| format!("replaying the log of {tenant}"))?;
-        let size = log.head().size;
+        let size = log.head()?.size;
         log.close();
         spinner.finish_and_clear();
         outln!("{tenant}: indexed {size} events");

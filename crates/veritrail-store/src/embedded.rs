@@ -124,14 +124,14 @@ fn check_against_checkpoint(log: &TenantLog, checkpoints: &Checkpoints) -> Resul
         return Ok(());
     };
     let cp = &latest.checkpoint;
-    let head = log.head();
+    let head = log.head()?;
     if head.size < cp.size {
         return Err(StoreError::Damaged(format!(
             "the log holds {} events but its signed checkpoint commits to {}: acknowledged events are missing",
             head.size, cp.size
         )));
     }
-    let reader = log.index.reader()?;
+    let reader = log.index_reader()?;
     let root = merkle::root(cp.size, &mut reader.nodes()?)?;
     if root != cp.root {
         return Err(StoreError::Damaged(format!(
@@ -158,7 +158,7 @@ impl Store for EmbeddedStore {
         let Some(t) = self.tenant(tenant, false)? else {
             return Ok(None);
         };
-        let reader = t.log.index.reader()?;
+        let reader = t.log.index_reader()?;
         match reader.seq_of(id)? {
             Some(seq) => Ok(Some(t.log.read(&reader, seq)?)),
             None => Ok(None),
@@ -172,7 +172,7 @@ impl Store for EmbeddedStore {
                 next_cursor: None,
             });
         };
-        let reader = t.log.index.reader()?;
+        let reader = t.log.index_reader()?;
         query::run(
             &t.log,
             &reader,
@@ -185,7 +185,7 @@ impl Store for EmbeddedStore {
 
     fn head(&self, tenant: &str) -> Result<Head, StoreError> {
         Ok(match self.tenant(tenant, false)? {
-            Some(t) => t.log.head(),
+            Some(t) => t.log.head()?,
             None => Head {
                 size: 0,
                 root: veritrail_core::hash::empty_root(),
@@ -195,8 +195,8 @@ impl Store for EmbeddedStore {
 
     fn root(&self, tenant: &str, size: u64) -> Result<Hash, StoreError> {
         let t = self.existing(tenant)?;
-        check_size(size, t.log.head().size)?;
-        let reader = t.log.index.reader()?;
+        check_size(size, t.log.head()?.size)?;
+        let reader = t.log.index_reader()?;
         let mut nodes = reader.nodes()?;
         let result = merkle::root(size, &mut nodes)?;
         Ok(result)
@@ -204,13 +204,13 @@ impl Store for EmbeddedStore {
 
     fn leaf_hash(&self, tenant: &str, index: u64) -> Result<Hash, StoreError> {
         let t = self.existing(tenant)?;
-        if index >= t.log.head().size {
+        let size = t.log.head()?.size;
+        if index >= size {
             return Err(StoreError::OutOfRange(format!(
-                "leaf {index} is beyond the log ({} events)",
-                t.log.head().size
+                "leaf {index} is beyond the log ({size} events)"
             )));
         }
-        let reader = t.log.index.reader()?;
+        let reader = t.log.index_reader()?;
         let mut nodes = reader.nodes()?;
         Ok(nodes(0, index)?)
     }
@@ -222,8 +222,8 @@ impl Store for EmbeddedStore {
         size: u64,
     ) -> Result<Vec<Hash>, StoreError> {
         let t = self.existing(tenant)?;
-        check_size(size, t.log.head().size)?;
-        let reader = t.log.index.reader()?;
+        check_size(size, t.log.head()?.size)?;
+        let reader = t.log.index_reader()?;
         let mut nodes = reader.nodes()?;
         let result = merkle::inclusion_proof(index, size, &mut nodes)?;
         Ok(result)
@@ -231,8 +231,8 @@ impl Store for EmbeddedStore {
 
     fn consistency_proof(&self, tenant: &str, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
         let t = self.existing(tenant)?;
-        check_size(new, t.log.head().size)?;
-        let reader = t.log.index.reader()?;
+        check_size(new, t.log.head()?.size)?;
+        let reader = t.log.index_reader()?;
         let mut nodes = reader.nodes()?;
         let result = merkle::consistency_proof(old, new, &mut nodes)?;
         Ok(result)
@@ -250,11 +250,11 @@ impl Store for EmbeddedStore {
             let since = (chrono::Utc::now() - l.seen_at)
                 .to_std()
                 .unwrap_or_default();
-            if l.checkpoint.size < t.log.head().size && since < MIN_ISSUE_INTERVAL {
+            if l.checkpoint.size < t.log.head()?.size && since < MIN_ISSUE_INTERVAL {
                 std::thread::sleep(MIN_ISSUE_INTERVAL - since);
             }
         }
-        let head = t.log.head();
+        let head = t.log.head()?;
         match t.checkpoints.latest().or(latest) {
             Some(latest) if latest.checkpoint.size >= head.size => Ok(latest),
             _ => {
@@ -273,7 +273,7 @@ impl Store for EmbeddedStore {
         let Some(t) = self.tenant(tenant, false)? else {
             return Ok(Vec::new());
         };
-        Ok(t.log.index.reader()?.producers()?)
+        Ok(t.log.index_reader()?.producers()?)
     }
 
     fn tenants(&self) -> Vec<String> {

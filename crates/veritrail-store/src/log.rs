@@ -1,18 +1,24 @@
-//! One tenant's log: the writer thread with group commit, startup recovery, and verified reads.
+//! One tenant's log: the writer and indexer threads, startup recovery, and verified reads.
 //!
 //! Data flow of an append: the request is queued (bounded, see [`LogConfig::max_queued_events`]);
 //! the writer thread takes every request waiting, checks idempotency, encodes all new records
 //! into one buffer, writes it and `fdatasync`s once for the whole group; only then does it extend
-//! the Merkle frontier, update the derived state, publish the new head and answer the requests.
+//! the Merkle frontier, record the new durable size, hand the group to the indexer thread and
+//! answer the requests. The indexer applies groups to the derived state (several at once when it
+//! is behind) and then publishes the new head.
+//!
+//! So an acknowledgement waits for the log's fsync but not for the index. Reads keep
+//! read-your-writes all the same: every read first waits until the derived state covers the log
+//! as durable when the read began ([`TenantLog::settled`]), which is at most a few groups away.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
@@ -108,6 +114,105 @@ pub struct Head {
     pub root: Hash,
 }
 
+/// Groups the writer may hand to the indexer before it waits for it (bounds memory and lag).
+const INDEX_QUEUE_GROUPS: usize = 4;
+
+/// Longest a read waits for the derived state to catch up with the durable log.
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How far the log is durable, how far the derived state has caught up, and the head it serves.
+struct Progress {
+    state: Mutex<ProgressState>,
+    changed: Condvar,
+}
+
+struct ProgressState {
+    /// Leaves fsync'd to the log (and acknowledged, or about to be).
+    durable: u64,
+    /// The published head: leaves in the derived state, and their root.
+    head: Head,
+    /// Set after a failure that makes further appends unsafe; a restart recovers.
+    failed: Option<String>,
+}
+
+impl Progress {
+    fn new(head: Head) -> Progress {
+        Progress {
+            state: Mutex::new(ProgressState {
+                durable: head.size,
+                head,
+                failed: None,
+            }),
+            changed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ProgressState> {
+        // The state is a few plain values written whole; a panic elsewhere cannot tear it.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn update(&self, f: impl FnOnce(&mut ProgressState)) {
+        f(&mut self.lock());
+        self.changed.notify_all();
+    }
+
+    fn fail(&self, why: String) {
+        self.update(|s| {
+            s.failed.get_or_insert(why);
+        });
+    }
+
+    /// Waits until the head covers every leaf durable now, and returns it.
+    fn settled(&self) -> Result<Head, StoreError> {
+        let mut s = self.lock();
+        let target = s.durable;
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        while s.head.size < target {
+            if let Some(why) = &s.failed {
+                return Err(StoreError::Failed(why.clone()));
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(StoreError::Failed(format!(
+                    "the index is {} events behind the log",
+                    target - s.head.size
+                )));
+            }
+            s = self
+                .changed
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        Ok(s.head)
+    }
+}
+
+/// A durable group on its way into the derived state.
+struct IndexJob {
+    first_seq: u64,
+    leaves: Arc<Vec<NewLeaf>>,
+    positions: Vec<Pos>,
+    /// Tree nodes the group completed.
+    nodes: Vec<(u32, u64, Hash)>,
+    /// The head once the group is in.
+    head: Head,
+}
+
+/// A group handed to the indexer and not yet in the derived state: idempotency checks look here.
+struct InFlight {
+    first_seq: u64,
+    leaves: Arc<Vec<NewLeaf>>,
+    ids: HashMap<Uuid, usize>,
+}
+
+impl InFlight {
+    fn end(&self) -> u64 {
+        self.first_seq + self.leaves.len() as u64
+    }
+}
+
 /// A queued append and where to send its outcome.
 struct Request {
     leaves: Vec<NewLeaf>,
@@ -179,11 +284,12 @@ pub struct TenantLog {
     tenant: String,
     pub(crate) index: Arc<Index>,
     pub(crate) segments: Arc<Segments>,
-    head: Arc<RwLock<Head>>,
+    progress: Arc<Progress>,
     queue: Mutex<Option<SyncSender<Request>>>,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The writer and indexer threads, joined in that order at close.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl TenantLog {
@@ -197,12 +303,22 @@ impl TenantLog {
             files: RwLock::new(HashMap::new()),
         });
         let recovered = crate::recovery::recover(&log_dir, &index, &segments, tenant)?;
-        let head = Arc::new(RwLock::new(Head {
+        let progress = Arc::new(Progress::new(Head {
             size: recovered.frontier.size(),
             root: recovered.frontier.root(),
         }));
         let (tx, rx) = sync_channel(1024);
+        let (to_indexer, jobs) = sync_channel(INDEX_QUEUE_GROUPS);
         let queued = Arc::new(AtomicUsize::new(0));
+        let indexer = Indexer {
+            tenant: tenant.to_string(),
+            index: index.clone(),
+            progress: progress.clone(),
+        };
+        let indexer = std::thread::Builder::new()
+            .name(format!("veritrail-indexer-{tenant}"))
+            .spawn(move || indexer.run(jobs))
+            .map_err(StoreError::io("starting the indexer thread"))?;
         let mut writer = Writer {
             tenant: tenant.to_string(),
             dir: log_dir,
@@ -212,12 +328,13 @@ impl TenantLog {
             frontier: recovered.frontier,
             index: index.clone(),
             segments: segments.clone(),
-            head: head.clone(),
+            progress: progress.clone(),
             queued: queued.clone(),
             config: config.clone(),
-            failed: None,
+            to_indexer,
+            in_flight: VecDeque::new(),
         };
-        let handle = std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name(format!("veritrail-writer-{tenant}"))
             .spawn(move || writer.run(rx))
             .map_err(StoreError::io("starting the writer thread"))?;
@@ -225,21 +342,23 @@ impl TenantLog {
             tenant: tenant.to_string(),
             index,
             segments,
-            head,
+            progress,
             queue: Mutex::new(Some(tx)),
             queued,
             max_queued: config.max_queued_events,
-            writer: Mutex::new(Some(handle)),
+            threads: Mutex::new(vec![writer, indexer]),
         })
     }
 
-    /// The latest published tree head.
-    pub fn head(&self) -> Head {
-        *self.head.read().unwrap_or_else(|p| p.into_inner())
+    /// The tree head covering every event acknowledged so far (waits for the derived state to
+    /// catch up with the durable log; see the module documentation).
+    pub fn head(&self) -> Result<Head, StoreError> {
+        self.progress.settled()
     }
 
-    /// A consistent read view of the derived state.
+    /// A consistent read view of the derived state that covers every event acknowledged so far.
     pub fn index_reader(&self) -> Result<crate::index::IndexReader, StoreError> {
+        self.progress.settled()?;
         Ok(self.index.reader()?)
     }
 
@@ -302,9 +421,13 @@ impl TenantLog {
         if let Ok(mut q) = self.queue.lock() {
             q.take();
         }
-        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(h) = handle {
-            let _ = h.join();
+        let threads = self
+            .threads
+            .lock()
+            .map(|mut t| std::mem::take(&mut *t))
+            .unwrap_or_default();
+        for t in threads {
+            let _ = t.join();
         }
     }
 }
@@ -325,11 +448,12 @@ struct Writer {
     frontier: Frontier,
     index: Arc<Index>,
     segments: Arc<Segments>,
-    head: Arc<RwLock<Head>>,
+    progress: Arc<Progress>,
     queued: Arc<AtomicUsize>,
     config: LogConfig,
-    /// Set after a failure that makes further appends unsafe.
-    failed: Option<String>,
+    to_indexer: SyncSender<IndexJob>,
+    /// Groups handed to the indexer, oldest first, until the head covers them.
+    in_flight: VecDeque<InFlight>,
 }
 
 /// An event of the current group that is new to the log.
@@ -392,23 +516,29 @@ impl Writer {
                 .record(started.elapsed().as_secs_f64());
             self.queued.fetch_sub(n, Ordering::AcqRel);
         }
-        if let Err(e) = self.index.sync() {
-            tracing::error!(tenant = %self.tenant, error = %e, "could not make the derived state durable at shutdown");
-        }
+        // Dropping the writer closes the indexer's queue; it finishes and makes the state durable.
     }
 
     fn commit_group(&mut self, group: Vec<Request>) {
-        if let Some(why) = &self.failed {
-            for r in group {
-                let _ = r.reply.send(Err(StoreError::Failed(why.clone())));
+        let failed = self.progress.lock().failed.clone();
+        let ready = match failed {
+            Some(why) => Err(StoreError::Failed(why)),
+            None => self.read_view(),
+        };
+        let reader = match ready {
+            Ok(r) => r,
+            Err(e) => {
+                for r in group {
+                    let _ = r.reply.send(Err(StoreError::Failed(e.to_string())));
+                }
+                return;
             }
-            return;
-        }
+        };
         let mut new_leaves: Vec<NewLeaf> = Vec::new();
         let mut ids = HashMap::new();
         let mut planned = Vec::with_capacity(group.len());
         for req in group {
-            match self.plan(req.leaves, &mut new_leaves, &mut ids) {
+            match self.plan(req.leaves, &reader, &mut new_leaves, &mut ids) {
                 Ok(receipts) => planned.push(Planned {
                     reply: req.reply,
                     receipts,
@@ -418,10 +548,11 @@ impl Writer {
                 }
             }
         }
+        drop(reader);
         let result = if new_leaves.is_empty() {
             Ok(())
         } else {
-            self.persist(&new_leaves)
+            self.persist(new_leaves, ids)
         };
         let tree_size = self.frontier.size();
         for p in planned {
@@ -436,17 +567,30 @@ impl Writer {
         }
     }
 
+    /// A view of the derived state for idempotency checks. Groups the view covers leave
+    /// `in_flight`; the rest are looked up there. The head is read before the view is taken, so
+    /// every group dropped is in the view.
+    fn read_view(&mut self) -> Result<crate::index::IndexReader, StoreError> {
+        let indexed = self.progress.lock().head.size;
+        let reader = self.index.reader()?;
+        while self.in_flight.front().is_some_and(|f| f.end() <= indexed) {
+            self.in_flight.pop_front();
+        }
+        Ok(reader)
+    }
+
     /// Assigns sequence numbers to one request's new events, or fails the whole request.
     /// `group` holds the new leaves of earlier requests of this group and `ids` maps their
     /// event ids to positions in it; on success this request's leaves are added to both.
     fn plan(
         &self,
         leaves: Vec<NewLeaf>,
+        reader: &crate::index::IndexReader,
         group: &mut Vec<NewLeaf>,
         ids: &mut HashMap<Uuid, usize>,
     ) -> Result<Vec<Receipt>, StoreError> {
         let first_new = group.len();
-        let result = self.plan_into(leaves, group, ids);
+        let result = self.plan_into(leaves, reader, group, ids);
         if result.is_err() {
             // Atomic requests: forget this request's leaves.
             for l in group.drain(first_new..) {
@@ -456,34 +600,51 @@ impl Writer {
         result
     }
 
+    /// The seq, leaf hash and sameness of content of an event id already recorded: in this
+    /// group, in a group on its way to the index, or in the index.
+    fn find(
+        &self,
+        new: &NewLeaf,
+        reader: &crate::index::IndexReader,
+        group: &[NewLeaf],
+        ids: &HashMap<Uuid, usize>,
+    ) -> Result<Option<(u64, Hash, bool)>, StoreError> {
+        let id = new.event.event_id;
+        let same = |l: &NewLeaf| l.event_bytes == new.event_bytes;
+        if let Some(&k) = ids.get(&id) {
+            return Ok(Some((
+                self.frontier.size() + k as u64,
+                group[k].leaf,
+                same(&group[k]),
+            )));
+        }
+        for f in &self.in_flight {
+            if let Some(&k) = f.ids.get(&id) {
+                let l = &f.leaves[k];
+                return Ok(Some((f.first_seq + k as u64, l.leaf, same(l))));
+            }
+        }
+        let Some(seq) = reader.seq_of(&id)? else {
+            return Ok(None);
+        };
+        let stored = read_verified(&self.segments, reader, seq)?;
+        let bytes = veritrail_core::canonical::to_vec(stored.leaf()?.event())
+            .map_err(|e| StoreError::Damaged(e.to_string()))?;
+        Ok(Some((seq, stored.leaf_hash, bytes == new.event_bytes)))
+    }
+
     fn plan_into(
         &self,
         leaves: Vec<NewLeaf>,
+        reader: &crate::index::IndexReader,
         group: &mut Vec<NewLeaf>,
         ids: &mut HashMap<Uuid, usize>,
     ) -> Result<Vec<Receipt>, StoreError> {
         let size = self.frontier.size();
-        let reader = self.index.reader()?;
         let mut receipts = Vec::with_capacity(leaves.len());
         for (i, new) in leaves.into_iter().enumerate() {
             let id = new.event.event_id;
-            let existing = match ids.get(&id) {
-                Some(&k) => Some((
-                    size + k as u64,
-                    group[k].leaf,
-                    group[k].event_bytes == new.event_bytes,
-                )),
-                None => match reader.seq_of(&id)? {
-                    Some(seq) => {
-                        let stored = read_verified(&self.segments, &reader, seq)?;
-                        let bytes = veritrail_core::canonical::to_vec(stored.leaf()?.event())
-                            .map_err(|e| StoreError::Damaged(e.to_string()))?;
-                        Some((seq, stored.leaf_hash, bytes == new.event_bytes))
-                    }
-                    None => None,
-                },
-            };
-            match existing {
+            match self.find(&new, reader, group, ids)? {
                 Some((seq, leaf, true)) => receipts.push(Receipt {
                     event_id: id,
                     seq,
@@ -512,16 +673,24 @@ impl Writer {
         Ok(receipts)
     }
 
-    /// Writes and fsyncs the group's records, then extends the tree and the derived state.
-    fn persist(&mut self, leaves: &[NewLeaf]) -> Result<(), StoreError> {
+    /// Writes and fsyncs the group's records, extends the tree, and hands the group to the
+    /// indexer. `ids` maps the leaves' event ids to their places in `leaves`.
+    fn persist(
+        &mut self,
+        leaves: Vec<NewLeaf>,
+        ids: HashMap<Uuid, usize>,
+    ) -> Result<(), StoreError> {
         if self.seg_len >= self.config.segment_bytes {
             self.rotate()?;
         }
         let first_seq = self.frontier.size();
         let mut buf = Vec::with_capacity(leaves.iter().map(|l| l.record_bytes.len() + 17).sum());
-        let mut offsets = Vec::with_capacity(leaves.len());
+        let mut positions = Vec::with_capacity(leaves.len());
         for (k, l) in leaves.iter().enumerate() {
-            offsets.push(self.seg_len + buf.len() as u64);
+            positions.push(Pos {
+                ordinal: self.ordinal,
+                offset: self.seg_len + buf.len() as u64,
+            });
             segment::encode_record(
                 RecordKind::Event,
                 first_seq + k as u64,
@@ -541,49 +710,35 @@ impl Writer {
         metrics::histogram!("veritrail_fsync_seconds").record(started.elapsed().as_secs_f64());
         self.seg_len += buf.len() as u64;
         let mut nodes = Vec::with_capacity(leaves.len() * 2);
-        for l in leaves {
+        for l in &leaves {
             self.frontier.append(l.leaf, |level, index, hash| {
                 nodes.push((level, index, *hash))
             });
-        }
-        let entries: Vec<LeafEntry<'_>> = leaves
-            .iter()
-            .zip(&offsets)
-            .enumerate()
-            .map(|(k, (l, off))| LeafEntry {
-                seq: first_seq + k as u64,
-                pos: Pos {
-                    ordinal: self.ordinal,
-                    offset: *off,
-                },
-                event: &l.event,
-                ingested_at_us: l.ingested_at_us,
-            })
-            .collect();
-        let started = Instant::now();
-        let applied = self
-            .index
-            .apply(&entries, &nodes, self.frontier.size(), false);
-        metrics::histogram!("veritrail_index_update_seconds")
-            .record(started.elapsed().as_secs_f64());
-        if let Ok(missing) = applied {
-            metrics::counter!("veritrail_producer_missing_events_total", "tenant" => self.tenant.clone())
-                .increment(missing);
-        }
-        if let Err(e) = applied {
-            // The events are durable in the log; the derived state is behind and a restart
-            // replays it. Refuse further appends until then rather than serve a stale index.
-            self.failed = Some(format!("updating the index failed: {e}"));
-            tracing::error!(tenant = %self.tenant, error = %e, "index update failed; appends stop until restart");
-            return Err(StoreError::Index(e));
         }
         let head = Head {
             size: self.frontier.size(),
             root: self.frontier.root(),
         };
-        *self.head.write().unwrap_or_else(|p| p.into_inner()) = head;
-        metrics::gauge!("veritrail_tree_size", "tenant" => self.tenant.clone())
-            .set(head.size as f64);
+        self.progress.update(|s| s.durable = head.size);
+        let leaves = Arc::new(leaves);
+        self.in_flight.push_back(InFlight {
+            first_seq,
+            leaves: leaves.clone(),
+            ids,
+        });
+        let job = IndexJob {
+            first_seq,
+            leaves,
+            positions,
+            nodes,
+            head,
+        };
+        // Blocks while the indexer is `INDEX_QUEUE_GROUPS` behind: that is the backpressure.
+        if self.to_indexer.send(job).is_err() {
+            // The events are durable; only the derived state stopped. A restart replays it.
+            self.progress
+                .fail("the indexer thread stopped; restart to rebuild the index".into());
+        }
         Ok(())
     }
 
@@ -594,7 +749,7 @@ impl Writer {
             .set_len(self.seg_len)
             .and_then(|()| self.file.sync_all());
         if let Err(e) = undone {
-            self.failed = Some(format!(
+            self.progress.fail(format!(
                 "write failed ({cause}) and the partial write could not be removed ({e})"
             ));
             tracing::error!(tenant = %self.tenant, error = %e, "log is in a failed state");
@@ -610,6 +765,73 @@ impl Writer {
         self.ordinal = ordinal;
         self.seg_len = HEADER_LEN;
         Ok(())
+    }
+}
+
+/// State owned by the indexer thread.
+struct Indexer {
+    tenant: String,
+    index: Arc<Index>,
+    progress: Arc<Progress>,
+}
+
+impl Indexer {
+    fn run(self, jobs: Receiver<IndexJob>) {
+        while let Ok(first) = jobs.recv() {
+            // When behind, apply every waiting group in one batch.
+            let mut batch = vec![first];
+            batch.extend(jobs.try_iter());
+            if self.progress.lock().failed.is_none() {
+                self.apply(&batch);
+            }
+        }
+        if self.progress.lock().failed.is_none() {
+            if let Err(e) = self.index.sync() {
+                tracing::error!(tenant = %self.tenant, error = %e, "could not make the derived state durable at shutdown");
+            }
+        }
+    }
+
+    fn apply(&self, batch: &[IndexJob]) {
+        let entries: Vec<LeafEntry<'_>> = batch
+            .iter()
+            .flat_map(|job| {
+                job.leaves
+                    .iter()
+                    .zip(&job.positions)
+                    .enumerate()
+                    .map(|(k, (l, pos))| LeafEntry {
+                        seq: job.first_seq + k as u64,
+                        pos: *pos,
+                        event: &l.event,
+                        ingested_at_us: l.ingested_at_us,
+                    })
+            })
+            .collect();
+        let nodes: Vec<_> = batch.iter().flat_map(|j| j.nodes.iter().copied()).collect();
+        let Some(head) = batch.last().map(|j| j.head) else {
+            return;
+        };
+        let started = Instant::now();
+        let applied = self.index.apply(&entries, &nodes, head.size, false);
+        metrics::histogram!("veritrail_index_update_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match applied {
+            Ok(missing) => {
+                metrics::counter!("veritrail_producer_missing_events_total", "tenant" => self.tenant.clone())
+                    .increment(missing);
+                metrics::gauge!("veritrail_tree_size", "tenant" => self.tenant.clone())
+                    .set(head.size as f64);
+                self.progress.update(|s| s.head = head);
+            }
+            Err(e) => {
+                // The events are durable in the log; the derived state is behind and a restart
+                // replays it. Refuse further appends until then rather than serve a stale index.
+                tracing::error!(tenant = %self.tenant, error = %e, "index update failed; appends stop until restart");
+                self.progress
+                    .fail(format!("updating the index failed: {e}"));
+            }
+        }
     }
 }
 
