@@ -6,6 +6,7 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 use std::fmt;
 use uuid::Uuid;
 
@@ -633,6 +634,71 @@ impl Leaf {
     }
 }
 
+/// What the index keeps of a stored leaf, read without building the rest of it: `event_data` and
+/// the other fields are skipped, strings are borrowed where they hold no escapes. A whole-log
+/// check uses it to recompute index entries at the speed of hashing.
+#[derive(Debug, serde::Deserialize)]
+pub struct LeafSummary<'a> {
+    #[serde(borrow)]
+    pub event: EventSummary<'a>,
+}
+
+/// The indexed fields of a stored event (see [`LeafSummary`]).
+#[derive(Debug, serde::Deserialize)]
+pub struct EventSummary<'a> {
+    pub event_id: Uuid,
+    #[serde(borrow)]
+    event_timestamp: Cow<'a, str>,
+    #[serde(borrow)]
+    event_type: Cow<'a, str>,
+    #[serde(borrow)]
+    event_outcome: Cow<'a, str>,
+    #[serde(borrow)]
+    actor_id: Cow<'a, str>,
+    #[serde(borrow, default)]
+    correlation_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    resource_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    producer_id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    namespace: Option<Cow<'a, str>>,
+}
+
+impl<'a> LeafSummary<'a> {
+    /// Reads the summary of a leaf document's bytes.
+    pub fn from_bytes(bytes: &'a [u8]) -> Result<LeafSummary<'a>, RecordError> {
+        let summary: LeafSummary<'a> = serde_json::from_slice(bytes)?;
+        if summary.event.time().is_none() {
+            return Err(RecordError::Layout(
+                "event_timestamp is not an RFC 3339 timestamp".into(),
+            ));
+        }
+        Ok(summary)
+    }
+}
+
+impl EventSummary<'_> {
+    /// The event time, truncated to the microsecond as [`Event::event_timestamp`] is.
+    pub fn time(&self) -> Option<DateTime<Utc>> {
+        parse_time(&self.event_timestamp)
+    }
+
+    /// The value of an indexed field, as [`Event::field`] gives it; `None` for other names.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        match name {
+            "event_type" => Some(&self.event_type),
+            "event_outcome" => Some(&self.event_outcome),
+            "actor_id" => Some(&self.actor_id),
+            "correlation_id" => self.correlation_id.as_deref(),
+            "resource_id" => self.resource_id.as_deref(),
+            "producer_id" => self.producer_id.as_deref(),
+            "namespace" => self.namespace.as_deref(),
+            _ => None,
+        }
+    }
+}
+
 /// Renders a stored leaf for an API answer without parsing it: the event object's canonical bytes
 /// with `extra` members (name, raw JSON text) and the leaf's `ingested_at` and `tenant` appended.
 ///
@@ -698,6 +764,37 @@ mod tests {
             format_time(&e.event_timestamp),
             "2025-12-13T01:00:00.123456Z"
         );
+    }
+
+    #[test]
+    fn a_leaf_summary_reads_what_the_typed_event_holds() {
+        let mut v = minimal();
+        v["namespace"] = json!("quote\"and\\back\u{e9}");
+        v["producer_id"] = json!("p-1");
+        let e = Event::from_json(&v, Uuid::now_v7).expect("valid");
+        let at = DateTime::from_timestamp_micros(1).expect("time");
+        let bytes = Record::canonical_bytes_around(&e.canonical_bytes().expect("bytes"), "t", &at);
+        let s = LeafSummary::from_bytes(&bytes).expect("summary");
+        assert_eq!(s.event.event_id, e.event_id);
+        assert_eq!(s.event.time(), Some(e.event_timestamp));
+        for name in [
+            "event_type",
+            "event_outcome",
+            "actor_id",
+            "correlation_id",
+            "resource_id",
+            "producer_id",
+            "namespace",
+            "cluster_id",
+        ] {
+            let expected = if name == "cluster_id" {
+                None
+            } else {
+                e.field(name)
+            };
+            assert_eq!(s.event.field(name), expected, "{name}");
+        }
+        assert!(LeafSummary::from_bytes(b"{\"event\":{}}").is_err());
     }
 
     #[test]

@@ -4,11 +4,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{Path, Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::{json, Value};
 use uuid::Uuid;
 use veritrail_core::event::format_time;
@@ -25,31 +25,52 @@ pub const MAX_LIMIT: usize = 1000;
 pub const DEFAULT_LIMIT: usize = 100;
 
 /// The JSON form of a stored event: the event's fields plus what the server added, spliced from
-/// the stored bytes (no `Value` built, no re-encoding; `RawValue` only checks the text is JSON).
-pub fn event_json(e: &StoredEvent, extra: &[(&str, &str)]) -> Result<Box<RawValue>, Problem> {
+/// the stored bytes (no `Value` built, no re-encoding, no second parse). The bytes matched the
+/// tree's leaf hash, so they are the JSON validated at ingest, and the splice keeps them JSON.
+pub fn event_json(e: &StoredEvent, extra: &[(&str, &str)]) -> Result<String, Problem> {
     let text = e.render(extra)?;
-    RawValue::from_string(text).map_err(|err| {
-        Problem::from(veritrail_store::StoreError::Damaged(format!(
-            "seq {}: {err}",
-            e.seq
-        )))
-    })
+    debug_assert!(
+        serde_json::from_str::<serde::de::IgnoredAny>(&text).is_ok(),
+        "rendered event is not JSON: {text}"
+    );
+    Ok(text)
 }
 
-/// A page of events as answered by `GET /v1/events`.
-#[derive(Serialize)]
-struct EventsPage {
-    events: Vec<Box<RawValue>>,
-    next_cursor: Option<String>,
+/// A JSON object answer assembled from members that are JSON text already (name, JSON text).
+fn object_answer(members: &[(&str, &str)]) -> Response {
+    let mut body = String::with_capacity(members.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
+    body.push('{');
+    for (i, (name, value)) in members.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        // Member names are this module's own literals: plain ASCII, nothing to escape.
+        body.push('"');
+        body.push_str(name);
+        body.push_str("\":");
+        body.push_str(value);
+    }
+    body.push('}');
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-/// A correlation's timeline as answered by `GET /v1/correlations/{id}/timeline`.
-#[derive(Serialize)]
-struct Timeline {
-    correlation_id: String,
-    count: usize,
-    events: Vec<Box<RawValue>>,
-    next_cursor: Option<String>,
+/// A JSON array of JSON texts.
+fn array(items: &[String]) -> String {
+    let mut out = String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 2);
+    out.push('[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    out.push(']');
+    out
+}
+
+/// A cursor member's JSON text.
+fn cursor_json(next: Option<SortKey>) -> String {
+    next.map_or_else(|| "null".into(), |k| format!("\"{}\"", encode_cursor(k)))
 }
 
 /// Encodes a page position as an opaque cursor.
@@ -131,31 +152,35 @@ async fn run_query(state: &AppState, filter: Filter, paging: Paging) -> Result<P
 pub async fn list_events(
     State(state): State<Arc<AppState>>,
     Query(params): Query<Vec<(String, String)>>,
-) -> Result<Json<impl Serialize>, Problem> {
+) -> Result<Response, Problem> {
     let (filter, paging) = split_params(params)?;
     let page = run_query(&state, filter, paging).await?;
-    let events = page
+    let events: Vec<String> = page
         .events
         .iter()
         .map(|h| event_json(&h.event, &[]))
         .collect::<Result<_, _>>()?;
-    Ok(Json(EventsPage {
-        events,
-        next_cursor: page.next_cursor.map(encode_cursor),
-    }))
+    Ok(object_answer(&[
+        ("events", &array(&events)),
+        ("next_cursor", &cursor_json(page.next_cursor)),
+    ]))
 }
 
 /// `GET /v1/events/{event_id}`.
 pub async fn get_event(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
-) -> Result<Json<Box<RawValue>>, Problem> {
+) -> Result<Response, Problem> {
     let id =
         Uuid::try_parse(&id).map_err(|_| Problem::bad_request(format!("`{id}` is not a UUID")))?;
     let store = state.store.clone();
     let found = blocking(move || store.get(DEFAULT_TENANT, &id).map_err(Problem::from)).await?;
     let e = found.ok_or_else(|| Problem::not_found(format!("no event with id {id}")))?;
-    Ok(Json(event_json(&e, &[])?))
+    Ok((
+        [(header::CONTENT_TYPE, "application/json")],
+        event_json(&e, &[])?,
+    )
+        .into_response())
 }
 
 /// `GET /v1/correlations/{id}/timeline`: the operation's events oldest first, with the time
@@ -164,7 +189,7 @@ pub async fn timeline(
     State(state): State<Arc<AppState>>,
     Path(id): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
-) -> Result<Json<impl Serialize>, Problem> {
+) -> Result<Response, Problem> {
     let (mut filter, mut paging) = split_params(params)?;
     if filter.exact("correlation_id").is_some() {
         return Err(Problem::bad_request(
@@ -187,12 +212,13 @@ pub async fn timeline(
         events.push(event_json(&h.event, &[("since_previous_ms", &since)])?);
         previous = Some(h.key.0);
     }
-    Ok(Json(Timeline {
-        correlation_id: id,
-        count: events.len(),
-        events,
-        next_cursor: page.next_cursor.map(encode_cursor),
-    }))
+    let id_json = Value::String(id).to_string();
+    Ok(object_answer(&[
+        ("correlation_id", &id_json),
+        ("count", &events.len().to_string()),
+        ("events", &array(&events)),
+        ("next_cursor", &cursor_json(page.next_cursor)),
+    ]))
 }
 
 /// `GET /v1/producers[?producer_id=…]`: each producer's `producer_seq` state as the log shows it:

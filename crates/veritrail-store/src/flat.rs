@@ -101,6 +101,28 @@ impl FlatFiles {
         Ok(Some(h))
     }
 
+    /// Reads the positions of `[from, to)` in one read (the caller checks the range is covered).
+    pub fn pos_range(&self, from: u64, to: u64) -> std::io::Result<Vec<u64>> {
+        let mut b = vec![0u8; (to.saturating_sub(from) * POS_WIDTH) as usize];
+        self.pos.read_exact_at(&mut b, from * POS_WIDTH)?;
+        Ok(b.chunks_exact(POS_WIDTH as usize)
+            .map(|c| u64::from_be_bytes(c.try_into().unwrap_or_default()))
+            .collect())
+    }
+
+    /// Reads leaf hashes (level-0 nodes) `[from, to)` in one read (the caller checks the range
+    /// is covered).
+    pub fn leaf_range(&self, from: u64, to: u64) -> std::io::Result<Vec<[u8; 32]>> {
+        let Some(f) = self.level(0, false)? else {
+            return Ok(Vec::new());
+        };
+        let mut b = vec![0u8; (to.saturating_sub(from) * NODE_WIDTH) as usize];
+        f.read_exact_at(&mut b, from * NODE_WIDTH)?;
+        Ok(b.chunks_exact(NODE_WIDTH as usize)
+            .map(|c| c.try_into().unwrap_or_default())
+            .collect())
+    }
+
     /// True when every entry of leaves `[from, to)` (positions, and the nodes those leaves
     /// complete) holds data: a file the file system extended but never filled reads as zeros,
     /// and no position (ordinals start at 1) or SHA-256 node is zero.

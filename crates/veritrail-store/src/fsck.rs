@@ -3,10 +3,11 @@
 //! indexes. Run with the server stopped (the index database is opened exclusively).
 
 use std::fs::File;
+use std::io::Read;
 use std::path::Path;
 
-use veritrail_core::event::Record;
-use veritrail_core::hash::{leaf_hash, to_b64};
+use veritrail_core::event::{LeafSummary, Record};
+use veritrail_core::hash::{leaf_hash, to_b64, Hash};
 use veritrail_core::merkle::{self, Frontier};
 use veritrail_core::note::NoteVerifier;
 
@@ -98,23 +99,72 @@ fn pass(
     run.report.checkpoint_size = latest.as_ref().map(|c| c.checkpoint.size);
     run.report.problems.extend(checkpoint_problem);
     let cp_size = run.report.checkpoint_size;
-    let mut done = 0;
-    for ordinal in ordinals {
-        let path = log_dir.join(segment::file_name(ordinal));
-        let file =
-            File::open(&path).map_err(StoreError::io(format!("opening {}", path.display())))?;
-        let len = file
-            .metadata()
-            .map_err(StoreError::io("segment metadata"))?
-            .len();
-        run.report.segments += 1;
-        run.segment(&file, &path, ordinal, len, cp_size)?;
-        done += len;
-        progress(done, total);
-    }
-    run.report.bytes = total;
-    run.finish(index, latest.map(|c| c.note), vkey)?;
+    std::thread::scope(|s| {
+        // The fast pass fingerprints the index's entries while it reads the log.
+        let found = (!name_index_damage).then(|| s.spawn(|| reader.entries_digest()));
+        let mut done = 0;
+        for ordinal in ordinals {
+            let path = log_dir.join(segment::file_name(ordinal));
+            let file =
+                File::open(&path).map_err(StoreError::io(format!("opening {}", path.display())))?;
+            let len = file
+                .metadata()
+                .map_err(StoreError::io("segment metadata"))?
+                .len();
+            run.report.segments += 1;
+            run.segment(&file, &path, ordinal, len, cp_size)?;
+            done += len;
+            progress(done, total);
+        }
+        run.report.bytes = total;
+        let found = match found {
+            Some(h) => Some(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?),
+            None => None,
+        };
+        run.finish(index, found, latest.map(|c| c.note), vkey)
+    })?;
     Ok(run.report)
+}
+
+/// One record cut from a segment, with the work done on it before the in-order checks.
+struct Scanned {
+    raw: RawRecord,
+    /// Its place in the log (which the record's own `seq` should equal).
+    seq: u64,
+    pos: Pos,
+    bad_checksum: bool,
+    leaf: Hash,
+    /// Fast pass: the event id and the fingerprint of the index entries the record calls for,
+    /// or why its indexed fields do not read. `None` in the slow pass, which decodes fully.
+    summary: Option<Result<(uuid::Uuid, Digest), String>>,
+}
+
+impl Scanned {
+    fn new(raw: RawRecord, seq: u64, pos: Pos, bad_checksum: bool) -> Scanned {
+        Scanned {
+            raw,
+            seq,
+            pos,
+            bad_checksum,
+            leaf: [0; 32],
+            summary: None,
+        }
+    }
+
+    fn prepare(&mut self, fast: bool) {
+        self.leaf = leaf_hash(&self.raw.payload);
+        if fast {
+            self.summary = Some(
+                LeafSummary::from_bytes(&self.raw.payload)
+                    .map(|s| {
+                        let mut d = Digest::default();
+                        d.add_expected(&s.event, self.seq);
+                        (s.event.event_id, d)
+                    })
+                    .map_err(|e| e.to_string()),
+            );
+        }
+    }
 }
 
 struct Run<'a> {
@@ -153,60 +203,90 @@ impl Run<'_> {
                 return Ok(());
             }
         }
+        // One sequential read of the whole segment, then the records are cut from memory.
+        let io = || StoreError::io(format!("reading {}", path.display()));
+        let mut bytes = Vec::with_capacity(len as usize);
+        file.take(len).read_to_end(&mut bytes).map_err(io())?;
+        let mut records = Vec::new();
         let mut offset = HEADER_LEN;
-        loop {
-            if cp_size == Some(self.frontier.size()) && self.cp_root.is_none() {
-                self.cp_root = Some(self.frontier.root());
-            }
-            let io = StoreError::io(format!("reading {}", path.display()));
-            match segment::read_record(file, offset, len).map_err(io)? {
-                ReadOutcome::End => return Ok(()),
+        let damage = loop {
+            match segment::read_record(bytes.as_slice(), offset, len).map_err(io())? {
+                ReadOutcome::End => break None,
                 ReadOutcome::Record(raw, end) => {
-                    self.record(&raw, Pos { ordinal, offset }, None)?;
+                    let seq = self.frontier.size() + records.len() as u64;
+                    records.push(Scanned::new(raw, seq, Pos { ordinal, offset }, false));
                     offset = end;
                 }
                 ReadOutcome::BadChecksum(raw, end) => {
-                    self.record(&raw, Pos { ordinal, offset }, Some("its checksum fails"))?;
+                    let seq = self.frontier.size() + records.len() as u64;
+                    records.push(Scanned::new(raw, seq, Pos { ordinal, offset }, true));
                     offset = end;
                 }
-                ReadOutcome::Damaged(d) => {
-                    self.problem(format!(
-                        "{} offset {offset} (after seq {}): {}; the rest of this segment cannot be read",
-                        path.display(),
-                        self.frontier.size().wrapping_sub(1),
-                        describe(&d)
-                    ));
-                    return Ok(());
-                }
+                ReadOutcome::Damaged(d) => break Some((offset, d)),
             }
+        };
+        drop(bytes);
+        // The per-record work that needs no order (hashing, reading the indexed fields) is
+        // spread over the cores; the tree and the findings then follow log order.
+        let fast = !self.name_index_damage;
+        let workers = std::thread::available_parallelism().map_or(1, usize::from);
+        let chunk = records.len().div_ceil(workers).max(1);
+        std::thread::scope(|s| {
+            for part in records.chunks_mut(chunk) {
+                s.spawn(move || part.iter_mut().for_each(|r| r.prepare(fast)));
+            }
+        });
+        let first = self.frontier.size();
+        let stored = self.reader.leaves(first, first + records.len() as u64)?;
+        for (r, (pos, leaf)) in records.iter().zip(stored) {
+            if cp_size == Some(self.frontier.size()) && self.cp_root.is_none() {
+                self.cp_root = Some(self.frontier.root());
+            }
+            self.record(r, pos, leaf)?;
         }
+        if cp_size == Some(self.frontier.size()) && self.cp_root.is_none() {
+            self.cp_root = Some(self.frontier.root());
+        }
+        if let Some((offset, d)) = damage {
+            self.problem(format!(
+                "{} offset {offset} (after seq {}): {}; the rest of this segment cannot be read",
+                path.display(),
+                self.frontier.size().wrapping_sub(1),
+                describe(&d)
+            ));
+        }
+        Ok(())
     }
 
-    /// Checks one record; `damage` is set when its checksum already failed.
+    /// Checks one record against the index's position `stored_pos` and leaf hash `tree_leaf`.
     fn record(
         &mut self,
-        raw: &RawRecord,
-        pos: Pos,
-        damage: Option<&str>,
+        r: &Scanned,
+        stored_pos: Option<Pos>,
+        tree_leaf: Option<Hash>,
     ) -> Result<(), StoreError> {
-        let seq = self.frontier.size();
-        let decoded = Record::from_bytes(&raw.payload);
-        let name = match &decoded {
-            Ok(r) => format!("seq {seq} (event {})", r.event.event_id),
-            Err(_) => format!("seq {seq}"),
+        let seq = r.seq;
+        let full = match r.summary {
+            Some(_) => None,
+            None => Some(Record::from_bytes(&r.raw.payload)),
         };
-        if raw.seq != seq {
-            self.problem(format!("{name}: the record says seq {}", raw.seq));
+        let id = match (&r.summary, &full) {
+            (Some(Ok((id, _))), _) => Some(*id),
+            (_, Some(Ok(rec))) => Some(rec.event.event_id),
+            _ => None,
+        };
+        let name = match id {
+            Some(id) => format!("seq {seq} (event {id})"),
+            None => format!("seq {seq}"),
+        };
+        if r.raw.seq != seq {
+            self.problem(format!("{name}: the record says seq {}", r.raw.seq));
         }
-        let leaf = leaf_hash(&raw.payload);
-        let mut nodes = self.reader.nodes()?;
-        let tree_leaf = nodes(0, seq).ok();
-        drop(nodes);
-        if let Some(why) = damage {
+        if r.bad_checksum {
             self.problem(format!(
-                "{name}: {why}: the stored event was altered or damaged"
+                "{name}: its checksum fails: the stored event was altered or damaged"
             ));
-        } else if tree_leaf.is_some_and(|t| t != leaf) {
+        } else if tree_leaf.is_some_and(|t| t != r.leaf) {
             self.problem(format!(
                 "{name}: the stored bytes do not match the leaf hash in the index: the event was altered \
                  (if the checkpoint check below passes, the index is what is damaged: run `veritrail reindex`)"
@@ -216,37 +296,39 @@ impl Run<'_> {
         // bytes are known bad, so that the checkpoint comparison judges the log itself. A record
         // whose checksum fails continues with the index's leaf, so that one damaged event does
         // not hide the state of every later one.
-        let continue_with = if damage.is_some() {
-            tree_leaf.unwrap_or(leaf)
+        let continue_with = if r.bad_checksum {
+            tree_leaf.unwrap_or(r.leaf)
         } else {
-            leaf
+            r.leaf
         };
         self.frontier.append(continue_with, |_, _, _| {});
-        match decoded {
-            Err(e) if damage.is_none() => self.problem(format!("{name}: does not decode: {e}")),
-            Err(_) => {}
-            Ok(r) => self.check_index(&name, &r, seq, pos)?,
+        if stored_pos != Some(r.pos) {
+            self.problem(format!("{name}: the position index is wrong"));
+        }
+        let decode_error = match (&r.summary, &full) {
+            (Some(Err(e)), _) => Some(e.clone()),
+            (_, Some(Err(e))) => Some(e.to_string()),
+            _ => None,
+        };
+        match decode_error {
+            Some(e) if !r.bad_checksum => self.problem(format!("{name}: does not decode: {e}")),
+            Some(_) => {}
+            None => {
+                if let Some(Ok((_, digest))) = &r.summary {
+                    self.expected.merge(digest);
+                }
+                if let Some(Ok(rec)) = &full {
+                    self.check_index(&name, rec, seq)?;
+                }
+            }
         }
         self.report.events += 1;
         Ok(())
     }
 
-    fn check_index(
-        &mut self,
-        name: &str,
-        r: &Record,
-        seq: u64,
-        pos: Pos,
-    ) -> Result<(), StoreError> {
+    /// The slow pass, run only when the fingerprints disagree: look every entry up, to name it.
+    fn check_index(&mut self, name: &str, r: &Record, seq: u64) -> Result<(), StoreError> {
         let e = &r.event;
-        if self.reader.position(seq)? != Some(pos) {
-            self.problem(format!("{name}: the position index is wrong"));
-        }
-        if !self.name_index_damage {
-            self.expected.add_expected(e, seq);
-            return Ok(());
-        }
-        // The slow pass, run only when the digests disagree: look every entry up, to name it.
         if self.reader.seq_of(&e.event_id)? != Some(seq) {
             self.problem(format!("{name}: the id index does not point at it"));
         }
@@ -256,9 +338,12 @@ impl Run<'_> {
         Ok(())
     }
 
+    /// The checks of the whole: sizes, tree, index fingerprint (`found`, in the fast pass) and
+    /// the signed checkpoint.
     fn finish(
         &mut self,
         index: &Index,
+        found: Option<Digest>,
         note: Option<String>,
         vkey: &NoteVerifier,
     ) -> Result<(), StoreError> {
@@ -281,8 +366,7 @@ impl Run<'_> {
                 );
             }
         }
-        if !self.name_index_damage {
-            let found = self.reader.entries_digest()?;
+        if let Some(found) = found {
             if found != self.expected {
                 self.report.index_differs = true;
                 self.problem(format!(

@@ -31,7 +31,7 @@ use std::path::Path;
 
 use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, Snapshot};
 use uuid::Uuid;
-use veritrail_core::event::Event;
+use veritrail_core::event::{Event, EventSummary};
 use veritrail_core::hash::Hash;
 use veritrail_core::query::{Filter, TypeMatch};
 
@@ -99,8 +99,43 @@ pub struct LeafEntry<'a> {
 }
 
 /// The sort key of an event.
-pub fn sort_key(e: &Event, seq: u64) -> SortKey {
-    (e.event_timestamp.timestamp_micros(), seq)
+pub fn sort_key(e: &impl Indexed, seq: u64) -> SortKey {
+    (e.time_us(), seq)
+}
+
+/// What the index keeps of an event: the typed [`Event`] at ingest, the [`EventSummary`] a
+/// whole-log check reads from stored bytes.
+pub trait Indexed {
+    fn id(&self) -> Uuid;
+    /// Event time, µs since the epoch.
+    fn time_us(&self) -> i64;
+    /// The value of an indexed field.
+    fn field(&self, name: &str) -> Option<&str>;
+}
+
+impl Indexed for Event {
+    fn id(&self) -> Uuid {
+        self.event_id
+    }
+    fn time_us(&self) -> i64 {
+        self.event_timestamp.timestamp_micros()
+    }
+    fn field(&self, name: &str) -> Option<&str> {
+        Event::field(self, name)
+    }
+}
+
+impl Indexed for EventSummary<'_> {
+    fn id(&self) -> Uuid {
+        self.event_id
+    }
+    fn time_us(&self) -> i64 {
+        // `LeafSummary::from_bytes` refused summaries without a valid time.
+        self.time().map_or(i64::MIN, |t| t.timestamp_micros())
+    }
+    fn field(&self, name: &str) -> Option<&str> {
+        EventSummary::field(self, name)
+    }
 }
 
 /// The tables.
@@ -451,6 +486,25 @@ impl IndexReader {
         Ok((packed != 0).then(|| Pos::unpack(packed)))
     }
 
+    /// Positions and leaf hashes of leaves `[from, to)`, read in bulk; `None` for leaves the
+    /// snapshot does not cover or entries never written.
+    pub fn leaves(
+        &self,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(Option<Pos>, Option<Hash>)>, IndexError> {
+        let covered = to.min(self.size).max(from);
+        let positions = self.flat.pos_range(from, covered)?;
+        let hashes = self.flat.leaf_range(from, covered)?;
+        let mut out: Vec<_> = positions
+            .into_iter()
+            .zip(hashes.into_iter().map(Some).chain(std::iter::repeat(None)))
+            .map(|(p, h)| ((p != 0).then(|| Pos::unpack(p)), h))
+            .collect();
+        out.resize((to - from) as usize, (None, None));
+        Ok(out)
+    }
+
     /// A closure reading perfect tree nodes, for [`veritrail_core::merkle`].
     pub fn nodes(
         &self,
@@ -489,18 +543,25 @@ impl IndexReader {
     /// The fingerprint of every entry of the `ids`, `by_time` and `by_field` tables (a full scan),
     /// for fsck to compare with [`Digest::add_expected`] over the log.
     pub fn entries_digest(&self) -> Result<Digest, IndexError> {
-        let mut d = Digest::default();
-        for (tag, table) in [
-            (b'i', &self.ids),
-            (b't', &self.by_time),
-            (b'f', &self.by_field),
-        ] {
+        let scan = |tag: u8, table: &Snapshot| -> Result<Digest, IndexError> {
+            let mut d = Digest::default();
             for entry in table.iter() {
                 let (k, v) = entry?;
                 d.add(tag, &k, &v);
             }
-        }
-        Ok(d)
+            Ok(d)
+        };
+        // One thread per table: the by-field table alone holds most entries.
+        std::thread::scope(|s| {
+            let by_field = s.spawn(|| scan(b'f', &self.by_field));
+            let mut d = scan(b'i', &self.ids)?;
+            d.merge(&scan(b't', &self.by_time)?);
+            let f = by_field
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+            d.merge(&f);
+            Ok(d)
+        })
     }
 
     /// True when every index entry that `event` at `seq` should have exists.
@@ -631,18 +692,27 @@ pub struct Digest {
 
 impl Digest {
     fn add(&mut self, table: u8, key: &[u8], value: &[u8]) {
-        use std::hash::{Hash as _, Hasher as _};
-        // SipHash with fixed keys: deterministic across runs, which the comparison needs.
-        let mut h = std::hash::DefaultHasher::new();
-        (table, key, value).hash(&mut h);
+        // XXH3 is deterministic across runs, which the comparison needs; the lengths keep
+        // (key, value) splits apart.
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&[table]);
+        h.update(&(key.len() as u32).to_le_bytes());
+        h.update(key);
+        h.update(value);
         self.entries += 1;
-        self.sum = self.sum.wrapping_add(h.finish());
+        self.sum = self.sum.wrapping_add(h.digest());
+    }
+
+    /// Adds the entries of another digest.
+    pub fn merge(&mut self, other: &Digest) {
+        self.entries += other.entries;
+        self.sum = self.sum.wrapping_add(other.sum);
     }
 
     /// Adds the entries that `event` at `seq` must have, exactly as [`Index::apply`] writes them.
-    pub fn add_expected(&mut self, event: &Event, seq: u64) {
+    pub fn add_expected(&mut self, event: &impl Indexed, seq: u64) {
         let sort = sort_bytes(sort_key(event, seq));
-        self.add(b'i', event.event_id.as_bytes(), &seq.to_be_bytes());
+        self.add(b'i', event.id().as_bytes(), &seq.to_be_bytes());
         self.add(b't', &sort, &[]);
         for (code, name) in INDEXED_FIELDS.iter().enumerate() {
             if let Some(v) = event.field(name) {

@@ -244,10 +244,6 @@ impl Segments {
     /// Reads the record at `pos`; damage is an error naming the place.
     pub(crate) fn read(&self, pos: Pos) -> Result<segment::RawRecord, StoreError> {
         let file = self.file(pos.ordinal)?;
-        let len = file
-            .metadata()
-            .map_err(StoreError::io("segment metadata"))?
-            .len();
         let where_ = || {
             format!(
                 "segment {} offset {}",
@@ -255,7 +251,7 @@ impl Segments {
                 pos.offset
             )
         };
-        match segment::read_record(&file, pos.offset, len).map_err(StoreError::io(where_()))? {
+        match segment::read_record_at(&file, pos.offset).map_err(StoreError::io(where_()))? {
             ReadOutcome::Record(r, _) => Ok(r),
             ReadOutcome::End => Err(StoreError::Damaged(format!(
                 "{}: record missing (log truncated?)",

@@ -213,8 +213,36 @@ pub enum ReadOutcome {
     Damaged(Damage),
 }
 
+/// Something records are read from: an open segment, or a segment's bytes already in memory.
+pub trait ReadAt {
+    /// Fills `buf` with the bytes at `offset`, or fails.
+    fn fill_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
+}
+
+impl ReadAt for File {
+    fn fill_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.read_exact_at(buf, offset)
+    }
+}
+
+impl ReadAt for [u8] {
+    fn fill_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let from = usize::try_from(offset).map_err(io::Error::other)?;
+        let bytes = from
+            .checked_add(buf.len())
+            .and_then(|to| self.get(from..to))
+            .ok_or(io::ErrorKind::UnexpectedEof)?;
+        buf.copy_from_slice(bytes);
+        Ok(())
+    }
+}
+
 /// Reads the record starting at `offset`; `file_len` bounds it.
-pub fn read_record(file: &File, offset: u64, file_len: u64) -> io::Result<ReadOutcome> {
+pub fn read_record<R: ReadAt + ?Sized>(
+    file: &R,
+    offset: u64,
+    file_len: u64,
+) -> io::Result<ReadOutcome> {
     if offset == file_len {
         return Ok(ReadOutcome::End);
     }
@@ -222,7 +250,7 @@ pub fn read_record(file: &File, offset: u64, file_len: u64) -> io::Result<ReadOu
         return Ok(ReadOutcome::Damaged(Damage::Incomplete));
     }
     let mut h = [0u8; RECORD_HEADER_LEN];
-    file.read_exact_at(&mut h, offset)?;
+    file.fill_at(&mut h, offset)?;
     if h.iter().all(|b| *b == 0) {
         return Ok(ReadOutcome::Damaged(Damage::Zeroed));
     }
@@ -241,7 +269,7 @@ pub fn read_record(file: &File, offset: u64, file_len: u64) -> io::Result<ReadOu
         return Ok(ReadOutcome::Damaged(Damage::Incomplete));
     }
     let mut payload = vec![0u8; len as usize];
-    file.read_exact_at(&mut payload, offset + RECORD_HEADER_LEN as u64)?;
+    file.fill_at(&mut payload, offset + RECORD_HEADER_LEN as u64)?;
     let Some(kind) = RecordKind::from_u8(h[8]) else {
         return Ok(ReadOutcome::Damaged(Damage::Corrupt(format!(
             "unknown record kind {}",
@@ -253,6 +281,66 @@ pub fn read_record(file: &File, offset: u64, file_len: u64) -> io::Result<ReadOu
         return Ok(ReadOutcome::BadChecksum(record, end));
     }
     Ok(ReadOutcome::Record(record, end))
+}
+
+/// Bytes read ahead at the start of a record: most records fit, so one read fetches them.
+const READ_AHEAD: usize = 2048;
+
+/// A file read through a buffer of the bytes at one offset: reads inside it cost no system call.
+struct ReadAhead<'a> {
+    file: &'a File,
+    at: u64,
+    bytes: Vec<u8>,
+}
+
+impl ReadAt for ReadAhead<'_> {
+    fn fill_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        let inside = offset
+            .checked_sub(self.at)
+            .and_then(|from| usize::try_from(from).ok())
+            .and_then(|from| Some(from..from.checked_add(buf.len())?))
+            .and_then(|range| self.bytes.get(range));
+        match inside {
+            Some(bytes) => {
+                buf.copy_from_slice(bytes);
+                Ok(())
+            }
+            None => self.file.read_exact_at(buf, offset),
+        }
+    }
+}
+
+/// Reads the record at `offset` of a segment that is known to hold one there (a position from
+/// the index), usually with a single read. A record that runs past the end is `Incomplete`.
+pub fn read_record_at(file: &File, offset: u64) -> io::Result<ReadOutcome> {
+    let mut bytes = vec![0u8; READ_AHEAD];
+    let mut n = 0;
+    while n < bytes.len() {
+        match file.read_at(&mut bytes[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    bytes.truncate(n);
+    if n == 0 {
+        return Ok(ReadOutcome::End);
+    }
+    if n < RECORD_HEADER_LEN {
+        return Ok(ReadOutcome::Damaged(Damage::Incomplete));
+    }
+    let ahead = ReadAhead {
+        file,
+        at: offset,
+        bytes,
+    };
+    match read_record(&ahead, offset, u64::MAX) {
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+            Ok(ReadOutcome::Damaged(Damage::Incomplete))
+        }
+        other => other,
+    }
 }
 
 /// True when every byte from `offset` to the end of the file is zero (an interrupted extension).
