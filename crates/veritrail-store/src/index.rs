@@ -450,6 +450,9 @@ impl Index {
     }
 }
 
+/// What the index holds of one leaf: its record's position and its hash.
+pub type StoredLeaf = (Option<Pos>, Option<Hash>);
+
 /// A snapshot of the derived state.
 pub struct IndexReader {
     /// Leaves the snapshot covers: only positions and nodes within it are read.
@@ -492,7 +495,7 @@ impl IndexReader {
         &self,
         from: u64,
         to: u64,
-    ) -> Result<Vec<(Option<Pos>, Option<Hash>)>, IndexError> {
+    ) -> Result<Vec<StoredLeaf>, IndexError> {
         let covered = to.min(self.size).max(from);
         let positions = self.flat.pos_range(from, covered)?;
         let hashes = self.flat.leaf_range(from, covered)?;
