@@ -28,6 +28,10 @@ pub struct BenchArgs {
     /// Veritrail server to drive; without it a fresh server is started on a temporary directory.
     #[arg(long)]
     server: Option<String>,
+    /// An admin key of `--server`, with which the run creates (and afterwards revokes) a producer
+    /// key and an auditor key for the `default` tenant.
+    #[arg(long = "key", env = "VERITRAIL_KEY", hide_env_values = true)]
+    admin_key: Option<String>,
     /// PostgreSQL to write to (libpq URL or key=value string; the `audit_events` table is dropped
     /// and recreated); without it a temporary cluster is started on loopback.
     #[arg(long)]
@@ -47,9 +51,29 @@ pub struct BenchArgs {
     /// Query requests per query kind.
     #[arg(long, default_value_t = 200)]
     queries: usize,
+    /// How PostgreSQL is written to: multi-row INSERT from `--clients`, from one client, COPY.
+    /// Long runs may keep only the best (usually `insert`).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "insert,insert-one,copy"
+    )]
+    postgres_methods: Vec<PgPlan>,
     /// Print one JSON object instead of a summary.
     #[arg(long)]
     json: bool,
+}
+
+/// One way of writing to PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum PgPlan {
+    /// Multi-row INSERT transactions from `--clients` clients.
+    Insert,
+    /// Multi-row INSERT transactions from one client.
+    InsertOne,
+    /// COPY from one client.
+    Copy,
 }
 
 /// A server process started for the run, removed afterwards.
@@ -57,6 +81,7 @@ struct OwnServer {
     child: Child,
     dir: PathBuf,
     url: String,
+    admin_key: String,
 }
 
 impl Drop for OwnServer {
@@ -70,10 +95,16 @@ impl Drop for OwnServer {
 fn start_server() -> anyhow::Result<OwnServer> {
     let dir = std::env::temp_dir().join(format!("veritrail-bench-{}", std::process::id()));
     let exe = std::env::current_exe().context("locating the veritrail binary")?;
+    let admin_key = format!(
+        "vt_bench_{}{}",
+        uuid::Uuid::now_v7().simple(),
+        uuid::Uuid::now_v7().simple()
+    );
     let mut child = Command::new(exe)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)
         .env("RUST_LOG", "warn")
+        .env("VERITRAIL_ADMIN_KEY", &admin_key)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -86,7 +117,53 @@ fn start_server() -> anyhow::Result<OwnServer> {
         url.starts_with("http://"),
         "the server did not start: {line}"
     );
-    Ok(OwnServer { child, dir, url })
+    Ok(OwnServer {
+        child,
+        dir,
+        url,
+        admin_key,
+    })
+}
+
+/// A producer key and an auditor key for one run, revoked when dropped.
+struct RunKeys {
+    admin: Client,
+    producer: (String, String),
+    auditor: (String, String),
+}
+
+impl RunKeys {
+    fn create(url: &str, admin_key: &str) -> anyhow::Result<RunKeys> {
+        let admin = Client::new(&ServerArgs::at(url, Some(admin_key)))?;
+        let make = |role: &str| -> anyhow::Result<(String, String)> {
+            let body = serde_json::json!({"tenant": "default", "role": role, "name": format!("bench-{role}"), "expires": "1d"});
+            let k: Value = admin
+                .post(
+                    "/v1/admin/keys",
+                    "application/json",
+                    body.to_string().into_bytes(),
+                )
+                .context("creating the run's keys (is --key an admin key of --server?)")?
+                .json()?;
+            let field = |n: &str| k[n].as_str().unwrap_or_default().to_string();
+            Ok((field("id"), field("key")))
+        };
+        let producer = make("producer")?;
+        let auditor = make("auditor")?;
+        Ok(RunKeys {
+            admin,
+            producer,
+            auditor,
+        })
+    }
+}
+
+impl Drop for RunKeys {
+    fn drop(&mut self) {
+        for (id, _) in [&self.producer, &self.auditor] {
+            let _ = self.admin.delete(&format!("/v1/admin/keys/{id}"));
+        }
+    }
 }
 
 /// A small deterministic generator, so runs are comparable.
@@ -250,11 +327,14 @@ pub(crate) fn drive<C>(
     Ok((all, elapsed))
 }
 
-/// Sends every batch to Veritrail's `POST /v1/events`.
-fn ingest(url: &str, work: Workload, clients: usize) -> anyhow::Result<(Vec<Duration>, Duration)> {
-    let server = ServerArgs {
-        server: url.to_string(),
-    };
+/// Sends every batch to Veritrail's `POST /v1/events` with the producer `key`.
+fn ingest(
+    url: &str,
+    key: &str,
+    work: Workload,
+    clients: usize,
+) -> anyhow::Result<(Vec<Duration>, Duration)> {
+    let server = ServerArgs::at(url, Some(key));
     drive(
         work,
         clients,
@@ -270,11 +350,15 @@ fn ingest(url: &str, work: Workload, clients: usize) -> anyhow::Result<(Vec<Dura
     )
 }
 
-/// Times `n` runs of `query`; returns the sorted latencies.
+/// Times `n` runs of `query` after `n` unmeasured ones (so that both targets are measured warm,
+/// not while caches fill or compaction finishes); returns the sorted latencies.
 pub(crate) fn timed(
     n: usize,
     mut query: impl FnMut(usize) -> anyhow::Result<()>,
 ) -> anyhow::Result<Vec<Duration>> {
+    for i in 0..n {
+        query(i)?;
+    }
     let mut lat = Vec::with_capacity(n);
     for i in 0..n {
         let t = Instant::now();
@@ -331,10 +415,14 @@ fn run_veritrail(args: &BenchArgs, work: Workload) -> anyhow::Result<Value> {
         .clone()
         .or_else(|| own.as_ref().map(|o| o.url.clone()))
         .unwrap_or_default();
-    let (writes, elapsed) = ingest(&url, work, args.clients)?;
-    let client = Client::new(&ServerArgs {
-        server: url.clone(),
-    })?;
+    let admin_key = args
+        .admin_key
+        .clone()
+        .or_else(|| own.as_ref().map(|o| o.admin_key.clone()))
+        .context("--server needs --key (or VERITRAIL_KEY): an admin key of that server")?;
+    let keys = RunKeys::create(&url, &admin_key)?;
+    let (writes, elapsed) = ingest(&url, &keys.producer.1, work, args.clients)?;
+    let client = Client::new(&ServerArgs::at(&url, Some(&keys.auditor.1)))?;
     // Like the PostgreSQL side, which receives its rows without decoding them, take the whole
     // answer but do not parse it.
     let get = |path: &str, p: &[(String, String)]| -> anyhow::Result<()> {
@@ -395,11 +483,18 @@ fn run_postgres(args: &BenchArgs, work: Workload) -> anyhow::Result<Vec<Value>> 
         .clone()
         .or_else(|| own.as_ref().map(|o| o.url.clone()))
         .unwrap_or_default();
-    let mut plans = vec![(args.clients, crate::bench_pg::Method::Insert)];
-    if args.clients != 1 {
-        plans.push((1, crate::bench_pg::Method::Insert));
+    use crate::bench_pg::Method;
+    let mut plans = Vec::new();
+    for plan in &args.postgres_methods {
+        let p = match plan {
+            PgPlan::Insert => (args.clients, Method::Insert),
+            PgPlan::InsertOne => (1, Method::Insert),
+            PgPlan::Copy => (1, Method::Copy),
+        };
+        if !plans.contains(&p) {
+            plans.push(p);
+        }
     }
-    plans.push((1, crate::bench_pg::Method::Copy));
     plans
         .into_iter()
         .map(|(clients, method)| crate::bench_pg::run(&url, work, clients, method, args.queries))

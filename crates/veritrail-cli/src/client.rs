@@ -20,13 +20,31 @@ pub struct ServerArgs {
         default_value = "http://127.0.0.1:8080"
     )]
     pub server: String,
+    /// API key, sent as `Authorization: Bearer` (prefer the variable: flags show in `ps`).
+    #[arg(long = "key", env = "VERITRAIL_KEY", hide_env_values = true)]
+    pub key: Option<String>,
+    /// Tenant to act on, for a cross-tenant admin key (sent as `Veritrail-Tenant`).
+    #[arg(long, env = "VERITRAIL_TENANT")]
+    pub tenant: Option<String>,
 }
 
-/// An HTTP client that sends `VERITRAIL_KEY` as a bearer token when it is set.
+impl ServerArgs {
+    /// The server at `url`, with `key`.
+    pub fn at(url: &str, key: Option<&str>) -> ServerArgs {
+        ServerArgs {
+            server: url.to_string(),
+            key: key.map(str::to_string),
+            tenant: None,
+        }
+    }
+}
+
+/// An HTTP client that sends the API key as a bearer token when there is one.
 pub struct Client {
     http: reqwest::blocking::Client,
     base: String,
     key: Option<String>,
+    tenant: Option<String>,
 }
 
 impl Client {
@@ -39,18 +57,29 @@ impl Client {
         Ok(Client {
             http,
             base: args.server.trim_end_matches('/').to_string(),
-            key: std::env::var("VERITRAIL_KEY")
-                .ok()
-                .filter(|k| !k.is_empty()),
+            key: args.key.clone().filter(|k| !k.is_empty()),
+            tenant: args.tenant.clone(),
         })
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::blocking::RequestBuilder {
-        let r = self.http.request(method, format!("{}{path}", self.base));
-        match &self.key {
-            Some(k) => r.bearer_auth(k),
-            None => r,
+        let mut r = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(k) = &self.key {
+            r = r.bearer_auth(k);
         }
+        if let Some(t) = &self.tenant {
+            r = r.header("Veritrail-Tenant", t);
+        }
+        r
+    }
+
+    /// DELETE; the response must be a success.
+    pub fn delete(&self, path: &str) -> anyhow::Result<reqwest::blocking::Response> {
+        let resp = self
+            .request(reqwest::Method::DELETE, path)
+            .send()
+            .with_context(|| self.unreachable())?;
+        check(resp)
     }
 
     /// GET with query parameters; the response must be a success.
@@ -242,9 +271,7 @@ pub fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
     };
     let spool_dir = args.spool_dir.clone().unwrap_or_else(default_spool_dir);
     let mut config = veritrail_client::Config::new(args.server.server.trim_end_matches('/'));
-    config.api_key = std::env::var("VERITRAIL_KEY")
-        .ok()
-        .filter(|k| !k.is_empty());
+    config.api_key = args.server.key.clone().filter(|k| !k.is_empty());
     config.spool_dir = Some(spool_dir.clone());
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let stats = runtime.block_on(async {

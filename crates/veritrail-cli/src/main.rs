@@ -16,6 +16,7 @@ mod bench;
 mod bench_pg;
 mod client;
 mod filters;
+mod keys;
 mod serve;
 
 use std::path::PathBuf;
@@ -52,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::KeyCommand,
     },
+    /// Create, list and revoke API keys (through the server, with an admin key).
+    Keys {
+        #[command(subcommand)]
+        command: keys::KeysCommand,
+    },
     /// Measure durable ingest and query latency.
     Bench(bench::BenchArgs),
 }
@@ -72,6 +78,7 @@ fn main() -> ExitCode {
         Command::Fsck(args) => admin::fsck(args),
         Command::Reindex(args) => admin::reindex(args),
         Command::Key { command } => admin::key(command),
+        Command::Keys { command } => keys::run(command),
         Command::Bench(args) => bench::run(args),
     };
     match result {

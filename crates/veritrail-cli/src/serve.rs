@@ -10,6 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use serde::Deserialize;
+use veritrail_server::access::keys::KeyRegistry;
+use veritrail_server::access::{bootstrap, Access, Bootstrap};
 use veritrail_server::{ApiConfig, AppState};
 use veritrail_store::embedded::{EmbeddedConfig, EmbeddedStore};
 use veritrail_store::log::LogConfig;
@@ -45,6 +47,10 @@ pub struct ServeArgs {
     /// Most events in one request [default: 1000].
     #[arg(long, env = "VERITRAIL_MAX_EVENTS_PER_REQUEST")]
     max_events_per_request: Option<usize>,
+    /// Serve without authentication: anyone who reaches the port may read and write every
+    /// tenant. For local experiments only.
+    #[arg(long, env = "VERITRAIL_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
 }
 
 /// The TOML file's keys.
@@ -64,6 +70,7 @@ struct FileSettings {
 /// Resolved settings.
 struct Settings {
     listen: SocketAddr,
+    insecure_no_auth: bool,
     store: EmbeddedConfig,
     api: ApiConfig,
 }
@@ -93,6 +100,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         "checkpoint_interval_ms must be at least 10"
     );
     Ok(Settings {
+        insecure_no_auth: args.insecure_no_auth,
         listen: args
             .listen
             .or(file.listen)
@@ -158,8 +166,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(data_dir = %data_dir.display(), "opening the store (recovering if needed)");
     let store =
         Arc::new(EmbeddedStore::open(settings.store, signer.clone()).context("opening the store")?);
+    let access = access_control(&data_dir, settings.insecure_no_auth)?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    let state = Arc::new(AppState::new(store.clone(), signer, settings.api));
+    let state = Arc::new(AppState::new(store.clone(), signer, settings.api, access));
     let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(settings.listen)
             .await
@@ -168,7 +177,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         outln!("veritrail listening on http://{addr}");
         tracing::info!(%addr, vkey = %state.signer.vkey(), "serving");
         veritrail_server::spawn_checkpointer(state.clone());
-        axum::serve(listener, veritrail_server::router(state))
+        let app =
+            veritrail_server::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
             .context("serving HTTP")
@@ -176,6 +187,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("shutting down: finishing queued writes");
     store.close();
     served.map(|()| ExitCode::SUCCESS)
+}
+
+/// The key registry, with the first admin key bootstrapped, or no authentication at all.
+fn access_control(data_dir: &std::path::Path, insecure: bool) -> anyhow::Result<Access> {
+    if insecure {
+        tracing::warn!(
+            "AUTHENTICATION IS OFF (--insecure-no-auth): anyone who can reach this port can read, \
+             write and export every tenant's audit trail"
+        );
+        return Ok(Access::insecure());
+    }
+    let registry = KeyRegistry::open(data_dir).context("opening the key registry")?;
+    let operator_key = std::env::var("VERITRAIL_ADMIN_KEY")
+        .ok()
+        .filter(|k| !k.is_empty());
+    match bootstrap(&registry, operator_key.as_deref(), data_dir)
+        .context("creating the first admin key (VERITRAIL_ADMIN_KEY)")?
+    {
+        Bootstrap::Existing => {}
+        Bootstrap::FromEnvironment => {
+            tracing::info!("registered VERITRAIL_ADMIN_KEY as the first admin key")
+        }
+        Bootstrap::Generated(path) => tracing::warn!(
+            path = %path.display(),
+            "generated the first admin key and wrote it to this file (mode 0600): move it to \
+             your secret store and delete the file"
+        ),
+    }
+    Ok(Access::with_keys(registry))
 }
 
 async fn shutdown_signal() {

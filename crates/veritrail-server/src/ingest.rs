@@ -6,23 +6,25 @@ use std::time::Instant;
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::Json;
+use axum::{Extension, Json};
 use serde_json::{json, Value};
 use uuid::Uuid;
 use veritrail_core::event::Event;
 use veritrail_core::hash::to_b64;
 
+use crate::access::Caller;
 use crate::problem::Problem;
-use crate::{AppState, DEFAULT_TENANT};
+use crate::AppState;
 
 /// Handles an ingest request.
 pub async fn post_events(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, Problem> {
     let started = Instant::now();
-    let result = ingest(&state, &headers, body).await;
+    let result = ingest(&state, &caller, &headers, body).await;
     match &result {
         Ok((n, _)) => {
             metrics::counter!("veritrail_ingest_requests_total").increment(1);
@@ -36,6 +38,7 @@ pub async fn post_events(
 
 async fn ingest(
     state: &AppState,
+    caller: &Caller,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(usize, Value), Problem> {
@@ -62,6 +65,8 @@ async fn ingest(
     let media = media_type(headers);
     let max = state.config.max_events_per_request;
     let store = state.store.clone();
+    let tenant = caller.tenant.clone();
+    let person = caller.person().map(str::to_string);
     // Parsing, validation and the canonical bytes and hashes of the events take milliseconds
     // for a large batch: off the async workers, in parallel across requests.
     let (n, pending) = crate::blocking(move || {
@@ -79,8 +84,15 @@ async fn ingest(
                 ),
             ));
         }
-        let events = validate(&values)?;
-        Ok((events.len(), store.append(DEFAULT_TENANT, events)?))
+        let mut events = validate(&values)?;
+        // A person's key writes as that person, whatever the events claim (as Kubernaut does).
+        if let Some(person) = person {
+            for e in &mut events {
+                e.actor_type = "user".into();
+                e.actor_id = person.clone();
+            }
+        }
+        Ok((events.len(), store.append(&tenant, events)?))
     })
     .await?;
     let appended = pending.await.map_err(|_| {

@@ -1,8 +1,12 @@
 //! Veritrail's HTTP API: thin axum handlers over [`veritrail_store::Store`].
 //!
 //! Handlers parse and validate input, call the store (blocking reads run on the blocking pool),
-//! and render JSON; every error is an RFC 7807 problem (see [`problem`]).
+//! and render JSON; every error is an RFC 7807 problem (see [`problem`]). Every route but health
+//! and readiness goes through [`access::authorize`] first, which gives the handler its caller and
+//! tenant.
 
+pub mod access;
+pub mod admin;
 pub mod ingest;
 pub mod observe;
 pub mod problem;
@@ -12,12 +16,12 @@ pub mod read;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::Router;
 use veritrail_core::note::NoteSigner;
 use veritrail_store::Store;
 
-/// The tenant every request uses until authentication assigns one.
+/// The tenant of a cross-tenant admin key that names none, and of denied requests without a key.
 pub const DEFAULT_TENANT: &str = "default";
 
 /// Limits and intervals of the API.
@@ -56,17 +60,25 @@ pub struct AppState {
     pub config: ApiConfig,
     /// Permits for concurrent ingest requests (see [`ApiConfig::max_concurrent_ingests`]).
     pub ingest_permits: tokio::sync::Semaphore,
+    /// Keys and the denial limiter.
+    pub access: access::Access,
 }
 
 impl AppState {
-    /// State for `store`, signing manifests with `signer`.
-    pub fn new(store: Arc<dyn Store>, signer: NoteSigner, config: ApiConfig) -> AppState {
+    /// State for `store`, signing manifests with `signer`, checking callers with `access`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        signer: NoteSigner,
+        config: ApiConfig,
+        access: access::Access,
+    ) -> AppState {
         let ingest_permits = tokio::sync::Semaphore::new(config.max_concurrent_ingests);
         AppState {
             store,
             signer,
             config,
             ingest_permits,
+            access,
         }
     }
 }
@@ -99,9 +111,15 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/proof/inclusion", get(proofs::inclusion))
         .route("/v1/proof/consistency", get(proofs::consistency))
         .route("/v1/export", get(proofs::export))
+        .route("/v1/admin/keys", post(admin::create).get(admin::list))
+        .route("/v1/admin/keys/{id}", delete(admin::revoke))
         .route("/healthz", get(observe::healthz))
         .route("/readyz", get(observe::readyz))
         .route("/metrics", get(observe::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            access::authorize,
+        ))
         .fallback(observe::not_found)
         .with_state(state)
 }

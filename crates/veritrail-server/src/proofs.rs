@@ -7,6 +7,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
+use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -16,8 +17,9 @@ use veritrail_core::hash::to_b64;
 use veritrail_core::query::Filter;
 use veritrail_store::{Order, QuerySpec};
 
+use crate::access::{self, Caller};
 use crate::problem::Problem;
-use crate::{blocking, AppState, DEFAULT_TENANT};
+use crate::{blocking, AppState};
 
 /// Axum's own rejection is plain text; every error of this API is a problem.
 fn bad_query(e: QueryRejection) -> Problem {
@@ -29,10 +31,15 @@ fn text(body: String) -> impl IntoResponse {
 }
 
 /// `GET /v1/checkpoint`: the latest signed checkpoint (C2SP signed note), fresh to the head.
-pub async fn checkpoint(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, Problem> {
+/// Checkpoints are commitments meant to be published, so reading one leaves no access event.
+pub async fn checkpoint(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<impl IntoResponse, Problem> {
     let store = state.store.clone();
-    let cp = blocking(move || store.checkpoint(DEFAULT_TENANT).map_err(Problem::from)).await?;
-    crate::observe::record_checkpoint(DEFAULT_TENANT, &cp);
+    let tenant = caller.tenant.clone();
+    let cp = blocking(move || store.checkpoint(&tenant).map_err(Problem::from)).await?;
+    crate::observe::record_checkpoint(&caller.tenant, &cp);
     Ok(text(cp.note))
 }
 
@@ -54,17 +61,19 @@ pub struct InclusionQuery {
 /// proof is against the latest checkpoint, which is returned too.
 pub async fn inclusion(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     q: Result<Query<InclusionQuery>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
     let Query(q) = q.map_err(bad_query)?;
     let store = state.store.clone();
-    blocking(move || {
+    let tenant = caller.tenant.clone();
+    let answer = blocking(move || {
         let index = match (&q.event_id, q.leaf_index) {
             (Some(id), None) => {
                 let id = Uuid::try_parse(id)
                     .map_err(|_| Problem::bad_request(format!("`{id}` is not a UUID")))?;
                 store
-                    .get(DEFAULT_TENANT, &id)?
+                    .get(&tenant, &id)?
                     .ok_or_else(|| Problem::not_found(format!("no event with id {id}")))?
                     .seq
             }
@@ -78,7 +87,7 @@ pub async fn inclusion(
         let (size, note) = match q.tree_size {
             Some(s) => (s, None),
             None => {
-                let cp = store.checkpoint(DEFAULT_TENANT)?;
+                let cp = store.checkpoint(&tenant)?;
                 (cp.checkpoint.size, Some(cp.note))
             }
         };
@@ -87,17 +96,20 @@ pub async fn inclusion(
                 "leaf {index} is not in the tree of size {size}; ask again with a later tree_size"
             )));
         }
-        let proof = store.inclusion_proof(DEFAULT_TENANT, index, size)?;
-        let leaf_hash = store.leaf_hash(DEFAULT_TENANT, index)?;
-        Ok(Json(json!({
+        let proof = store.inclusion_proof(&tenant, index, size)?;
+        let leaf_hash = store.leaf_hash(&tenant, index)?;
+        Ok(json!({
             "leaf_index": index,
             "tree_size": size,
             "leaf_hash": to_b64(&leaf_hash),
             "proof": proof.iter().map(to_b64).collect::<Vec<_>>(),
             "checkpoint": note,
-        })))
+        }))
     })
-    .await
+    .await?;
+    let details = json!({"proof": "inclusion", "leaf_index": answer["leaf_index"], "tree_size": answer["tree_size"]});
+    access::record(&state, &caller, "access.proof", details).await?;
+    Ok(Json(answer))
 }
 
 /// Query of `GET /v1/proof/consistency`.
@@ -111,15 +123,17 @@ pub struct ConsistencyQuery {
 /// `GET /v1/proof/consistency?from=…[&to=…]` (`to` defaults to the latest checkpoint).
 pub async fn consistency(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     q: Result<Query<ConsistencyQuery>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
     let Query(q) = q.map_err(bad_query)?;
     let store = state.store.clone();
-    blocking(move || {
+    let tenant = caller.tenant.clone();
+    let answer = blocking(move || {
         let (to, note) = match q.to {
             Some(t) => (t, None),
             None => {
-                let cp = store.checkpoint(DEFAULT_TENANT)?;
+                let cp = store.checkpoint(&tenant)?;
                 (cp.checkpoint.size, Some(cp.note))
             }
         };
@@ -129,15 +143,18 @@ pub async fn consistency(
                 q.from
             )));
         }
-        let proof = store.consistency_proof(DEFAULT_TENANT, q.from, to)?;
-        Ok(Json(json!({
+        let proof = store.consistency_proof(&tenant, q.from, to)?;
+        Ok(json!({
             "from": q.from,
             "to": to,
             "proof": proof.iter().map(to_b64).collect::<Vec<_>>(),
             "checkpoint": note,
-        })))
+        }))
     })
-    .await
+    .await?;
+    let details = json!({"proof": "consistency", "from": answer["from"], "to": answer["to"]});
+    access::record(&state, &caller, "access.proof", details).await?;
+    Ok(Json(answer))
 }
 
 /// `GET /v1/export?<filters>`: an NDJSON bundle (see `veritrail_core::bundle`) of every event
@@ -145,6 +162,7 @@ pub async fn consistency(
 /// manifest of the leaves it holds, so that an auditor can verify it offline.
 pub async fn export(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<impl IntoResponse, Problem> {
     let filter = Filter::from_pairs(
@@ -152,13 +170,27 @@ pub async fn export(
         chrono::Utc::now(),
     )
     .map_err(|e| Problem::bad_request(e.to_string()))?;
-    let body = blocking(move || build_bundle(&state, &filter)).await?;
+    let pairs = filter.to_pairs();
+    let (inner, tenant) = (state.clone(), caller.tenant.clone());
+    let (body, n, size) = blocking(move || build_bundle(&inner, &tenant, &filter)).await?;
+    let details = json!({"filters": pairs_json(&pairs), "results": n, "tree_size": size});
+    access::record(&state, &caller, "access.export", details).await?;
     Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body))
 }
 
-fn build_bundle(state: &AppState, filter: &Filter) -> Result<String, Problem> {
+/// Filters as an access event states them.
+pub fn pairs_json(pairs: &[(String, String)]) -> Value {
+    Value::Array(pairs.iter().map(|(k, v)| json!([k, v])).collect())
+}
+
+/// The bundle, the number of events in it, and its tree size.
+fn build_bundle(
+    state: &AppState,
+    tenant: &str,
+    filter: &Filter,
+) -> Result<(String, usize, u64), Problem> {
     let store = &state.store;
-    let cp = store.checkpoint(DEFAULT_TENANT)?;
+    let cp = store.checkpoint(tenant)?;
     let size = cp.checkpoint.size;
     let mut events = Vec::new();
     let mut cursor = None;
@@ -169,7 +201,7 @@ fn build_bundle(state: &AppState, filter: &Filter) -> Result<String, Problem> {
             cursor,
             limit: 1000,
         };
-        let page = store.query(DEFAULT_TENANT, &spec)?;
+        let page = store.query(tenant, &spec)?;
         events.extend(
             page.events
                 .into_iter()
@@ -227,7 +259,7 @@ fn build_bundle(state: &AppState, filter: &Filter) -> Result<String, Problem> {
     .map_err(bad)?;
     out.push('\n');
     for e in &events {
-        let proof = store.inclusion_proof(DEFAULT_TENANT, e.seq, size)?;
+        let proof = store.inclusion_proof(tenant, e.seq, size)?;
         // The leaf exactly as stored and hashed, not a re-rendering of it.
         out.push_str(&bundle::event_line(
             e.seq,
@@ -237,5 +269,5 @@ fn build_bundle(state: &AppState, filter: &Filter) -> Result<String, Problem> {
         ));
         out.push('\n');
     }
-    Ok(out)
+    Ok((out, events.len(), size))
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -16,8 +17,9 @@ use veritrail_core::query::Filter;
 use veritrail_store::index::SortKey;
 use veritrail_store::{Order, Page, QuerySpec, StoredEvent};
 
+use crate::access::{self, Caller};
 use crate::problem::Problem;
-use crate::{blocking, AppState, DEFAULT_TENANT};
+use crate::{blocking, AppState};
 
 /// Largest page.
 pub const MAX_LIMIT: usize = 1000;
@@ -131,9 +133,17 @@ fn split_params(params: Vec<(String, String)>) -> Result<(Filter, Paging), Probl
     Ok((filter, paging))
 }
 
-async fn run_query(state: &AppState, filter: Filter, paging: Paging) -> Result<Page, Problem> {
+/// Runs one page of a query for `caller` and records the access event that says so.
+async fn run_query(
+    state: &AppState,
+    caller: &Caller,
+    filter: Filter,
+    paging: Paging,
+) -> Result<Page, Problem> {
     let store = state.store.clone();
     let started = Instant::now();
+    let tenant = caller.tenant.clone();
+    let pairs = filter.to_pairs();
     let page = blocking(move || {
         let spec = QuerySpec {
             filter: &filter,
@@ -141,20 +151,26 @@ async fn run_query(state: &AppState, filter: Filter, paging: Paging) -> Result<P
             cursor: paging.cursor,
             limit: paging.limit,
         };
-        store.query(DEFAULT_TENANT, &spec).map_err(Problem::from)
+        store.query(&tenant, &spec).map_err(Problem::from)
     })
     .await?;
     metrics::histogram!("veritrail_query_seconds").record(started.elapsed().as_secs_f64());
+    let details = json!({
+        "filters": crate::proofs::pairs_json(&pairs),
+        "results": page.events.len(),
+    });
+    access::record(state, caller, "access.query", details).await?;
     Ok(page)
 }
 
 /// `GET /v1/events`.
 pub async fn list_events(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, Problem> {
     let (filter, paging) = split_params(params)?;
-    let page = run_query(&state, filter, paging).await?;
+    let page = run_query(&state, &caller, filter, paging).await?;
     let events: Vec<String> = page
         .events
         .iter()
@@ -169,12 +185,16 @@ pub async fn list_events(
 /// `GET /v1/events/{event_id}`.
 pub async fn get_event(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let id =
         Uuid::try_parse(&id).map_err(|_| Problem::bad_request(format!("`{id}` is not a UUID")))?;
     let store = state.store.clone();
-    let found = blocking(move || store.get(DEFAULT_TENANT, &id).map_err(Problem::from)).await?;
+    let tenant = caller.tenant.clone();
+    let found = blocking(move || store.get(&tenant, &id).map_err(Problem::from)).await?;
+    let details = json!({"event_id": id, "results": usize::from(found.is_some())});
+    access::record(&state, &caller, "access.query", details).await?;
     let e = found.ok_or_else(|| Problem::not_found(format!("no event with id {id}")))?;
     Ok((
         [(header::CONTENT_TYPE, "application/json")],
@@ -187,6 +207,7 @@ pub async fn get_event(
 /// elapsed since the previous event (`since_previous_ms`).
 pub async fn timeline(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Path(id): Path<String>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Response, Problem> {
@@ -201,7 +222,7 @@ pub async fn timeline(
     if paging.limit == DEFAULT_LIMIT {
         paging.limit = MAX_LIMIT;
     }
-    let page = run_query(&state, filter, paging).await?;
+    let page = run_query(&state, &caller, filter, paging).await?;
     let mut previous: Option<i64> = None;
     let mut events = Vec::with_capacity(page.events.len());
     for h in &page.events {
@@ -225,6 +246,7 @@ pub async fn timeline(
 /// gaps (events missing between the ones received), late events and when it was last seen.
 pub async fn producers(
     State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
     Query(params): Query<Vec<(String, String)>>,
 ) -> Result<Json<Value>, Problem> {
     let mut only = None;
@@ -239,7 +261,8 @@ pub async fn producers(
         }
     }
     let store = state.store.clone();
-    let all = blocking(move || store.producers(DEFAULT_TENANT).map_err(Problem::from)).await?;
+    let tenant = caller.tenant.clone();
+    let all = blocking(move || store.producers(&tenant).map_err(Problem::from)).await?;
     let list: Vec<Value> = all
         .into_iter()
         .filter(|p| only.as_ref().is_none_or(|id| *id == p.producer_id))
@@ -258,5 +281,7 @@ pub async fn producers(
             })
         })
         .collect();
+    let details = json!({"producers": only, "results": list.len()});
+    access::record(&state, &caller, "access.producers", details).await?;
     Ok(Json(json!({ "producers": list })))
 }

@@ -491,11 +491,7 @@ impl IndexReader {
 
     /// Positions and leaf hashes of leaves `[from, to)`, read in bulk; `None` for leaves the
     /// snapshot does not cover or entries never written.
-    pub fn leaves(
-        &self,
-        from: u64,
-        to: u64,
-    ) -> Result<Vec<StoredLeaf>, IndexError> {
+    pub fn leaves(&self, from: u64, to: u64) -> Result<Vec<StoredLeaf>, IndexError> {
         let covered = to.min(self.size).max(from);
         let positions = self.flat.pos_range(from, covered)?;
         let hashes = self.flat.leaf_range(from, covered)?;

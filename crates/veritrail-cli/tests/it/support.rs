@@ -171,8 +171,20 @@ impl Server {
     }
 
     /// Starts a server on `data_dir` with extra `serve` flags, listening on an ephemeral port,
-    /// and waits until `/healthz` answers.
+    /// and waits until `/healthz` answers. Authentication is off (these tests are about other
+    /// things; `access.rs` tests authentication with [`Server::start_authenticated`]).
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> Server {
+        let mut flags = vec!["--insecure-no-auth"];
+        flags.extend_from_slice(extra);
+        Server::spawn(data_dir, &flags, None)
+    }
+
+    /// Starts a server that checks keys, with `admin_key` as its first admin key.
+    pub fn start_authenticated(data_dir: &Path, admin_key: &str) -> Server {
+        Server::spawn(data_dir, &[], Some(admin_key))
+    }
+
+    fn spawn(data_dir: &Path, extra: &[&str], admin_key: Option<&str>) -> Server {
         let parent = data_dir.parent().expect("data dir has a parent");
         let name = data_dir
             .file_name()
@@ -193,6 +205,7 @@ impl Server {
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info")
+            .env("VERITRAIL_ADMIN_KEY", admin_key.unwrap_or_default())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
@@ -326,6 +339,33 @@ impl Server {
                 .send()
                 .unwrap_or_else(|e| panic!("GET {path}: {e}")),
         )
+    }
+
+    /// Any request, with an API key and a tenant header when given.
+    pub fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: Option<&str>,
+        tenant: Option<&str>,
+        body: Option<&Value>,
+    ) -> Resp {
+        let mut r = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(k) = key {
+            r = r.bearer_auth(k);
+        }
+        if let Some(t) = tenant {
+            r = r.header("Veritrail-Tenant", t);
+        }
+        if let Some(b) = body {
+            r = r.json(b);
+        }
+        into_resp(r.send().unwrap_or_else(|e| panic!("{path}: {e}")))
+    }
+
+    /// GET with an API key.
+    pub fn get_as(&self, key: &str, path: &str) -> Resp {
+        self.call(reqwest::Method::GET, path, Some(key), None, None)
     }
 
     /// POST events (a JSON value: one event or an array) as application/json.

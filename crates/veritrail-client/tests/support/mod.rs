@@ -100,7 +100,7 @@ impl Server {
         let mut child = cmd
             .args(["serve", "--listen", &listen, "--data-dir"])
             .arg(data_dir)
-            .args(["--checkpoint-interval-ms", "100"])
+            .args(["--checkpoint-interval-ms", "100", "--insecure-no-auth"])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

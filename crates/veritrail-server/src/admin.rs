@@ -1,0 +1,231 @@
+//! `/v1/admin/keys`: create, list and revoke API keys (admin keys only; see [`crate::access`]).
+//!
+//! A tenant's admin manages that tenant's keys; a cross-tenant admin manages every tenant's and
+//! may create other cross-tenant admin keys. Every change is recorded in the tenant's log.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use veritrail_store::embedded::valid_tenant;
+
+use crate::access::keys::{KeyInfo, KeyRegistry, NewKey, Role};
+use crate::access::{self, Caller};
+use crate::problem::Problem;
+use crate::{blocking, AppState};
+
+/// Body of `POST /v1/admin/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKey {
+    /// The tenant the key acts on; absent for a cross-tenant admin key.
+    tenant: Option<String>,
+    role: String,
+    name: Option<String>,
+    /// The person the key belongs to, recorded as the actor of what it writes.
+    person: Option<String>,
+    #[serde(default)]
+    pii: bool,
+    /// RFC 3339 time, or a duration from now such as `90d`, `12h`, `30m`.
+    expires: Option<String>,
+}
+
+fn registry(state: &AppState) -> Result<&KeyRegistry, Problem> {
+    state.access.registry().ok_or_else(|| {
+        Problem::new(
+            StatusCode::CONFLICT,
+            "Authentication is off",
+            "the server runs with --insecure-no-auth, so there are no keys to manage",
+        )
+    })
+}
+
+/// A tenant admin may only touch its own tenant; a cross-tenant admin any.
+fn may_manage(caller: &Caller, tenant: Option<&str>) -> bool {
+    match caller.key.as_ref().map(|k| k.tenant.as_deref()) {
+        Some(Some(own)) => tenant == Some(own),
+        _ => true,
+    }
+}
+
+/// `POST /v1/admin/keys` → 201 with the key, whose `key` member is shown this once only.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<CreateKey>, JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), Problem> {
+    let Json(req) = body.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let role = Role::parse(&req.role).ok_or_else(|| {
+        let names: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+        Problem::bad_request(format!(
+            "`role` must be one of {}; got `{}`",
+            names.join(", "),
+            req.role
+        ))
+    })?;
+    if let Some(t) = &req.tenant {
+        if !valid_tenant(t) {
+            return Err(Problem::bad_request(format!(
+                "`{t}` is not a tenant name (a-z, 0-9, - and _, at most 64)"
+            )));
+        }
+    }
+    if req.tenant.is_none() && role != Role::Admin {
+        return Err(Problem::bad_request(
+            "only admin keys may be cross-tenant: give a `tenant`",
+        ));
+    }
+    if !may_manage(&caller, req.tenant.as_deref()) {
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "this admin key manages its own tenant's keys only",
+        ));
+    }
+    let expires_at = req
+        .expires
+        .as_deref()
+        .map(|e| parse_expiry(e, Utc::now()))
+        .transpose()?;
+    let new = NewKey {
+        name: req.name.unwrap_or_else(|| format!("{}-key", role.as_str())),
+        tenant: req.tenant,
+        role,
+        person: req.person,
+        pii: req.pii,
+        expires_at,
+    };
+    let inner = state.clone();
+    let (info, token) = blocking(move || {
+        registry(&inner)?.create(new).map_err(|e| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Key not created",
+                e.to_string(),
+            )
+        })
+    })
+    .await?;
+    record(&state, &caller, &info, "admin.key_created").await?;
+    let mut body = serde_json::to_value(&info).unwrap_or_default();
+    body["key"] = Value::String(token);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// Query of `GET /v1/admin/keys`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    tenant: Option<String>,
+}
+
+/// `GET /v1/admin/keys[?tenant=…]`: every key the caller may manage, without secrets.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, Problem> {
+    let own = caller.key.as_ref().and_then(|k| k.tenant.clone());
+    let tenant = own.or(q.tenant);
+    let keys = registry(&state)?.list(tenant.as_deref());
+    let details = json!({"tenant": tenant, "results": keys.len()});
+    access::record(&state, &caller, "admin.keys_listed", details).await?;
+    Ok(Json(json!({ "keys": keys })))
+}
+
+/// `DELETE /v1/admin/keys/{id}`: revokes the key (it stays listed, with `revoked_at`).
+pub async fn revoke(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<Json<KeyInfo>, Problem> {
+    let reg = registry(&state)?;
+    let not_found = || Problem::not_found(format!("no key with id `{id}`"));
+    let existing = reg.get(&id).ok_or_else(not_found)?;
+    // Another tenant's key is reported as absent, not as forbidden.
+    if !may_manage(&caller, existing.tenant.as_deref()) {
+        return Err(not_found());
+    }
+    let (inner, key_id) = (state.clone(), id.clone());
+    let info = blocking(move || {
+        registry(&inner)?.revoke(&key_id).map_err(|e| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Key not revoked",
+                e.to_string(),
+            )
+        })
+    })
+    .await?
+    .ok_or_else(not_found)?;
+    record(&state, &caller, &info, "admin.key_revoked").await?;
+    Ok(Json(info))
+}
+
+/// Records a key change in the log of the key's tenant (the caller's, for cross-tenant keys).
+async fn record(
+    state: &AppState,
+    caller: &Caller,
+    key: &KeyInfo,
+    kind: &str,
+) -> Result<(), Problem> {
+    let mut at = caller.clone();
+    if let Some(t) = &key.tenant {
+        at.tenant = t.clone();
+    }
+    let details = json!({"subject_key": key});
+    access::record(state, &at, kind, details).await
+}
+
+/// An expiry: an RFC 3339 time, or a number followed by `d`, `h`, `m` or `s` from `now`.
+pub fn parse_expiry(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Problem> {
+    let bad = || {
+        Problem::bad_request(format!(
+            "`expires` must be a time (2026-12-31T00:00:00Z) or a duration such as 90d, 12h, 30m; got `{s}`"
+        ))
+    };
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    let (digits, unit) = s.split_at(s.len().saturating_sub(1));
+    let n: i64 = digits.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "d" => n.checked_mul(86_400),
+        "h" => n.checked_mul(3_600),
+        "m" => n.checked_mul(60),
+        "s" => Some(n),
+        _ => None,
+    }
+    .filter(|s| *s > 0)
+    .ok_or_else(bad)?;
+    chrono::Duration::try_seconds(secs)
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiries_read_durations_and_times() {
+        let now = Utc::now();
+        assert_eq!(
+            parse_expiry("90d", now).ok(),
+            Some(now + chrono::Duration::days(90))
+        );
+        assert_eq!(
+            parse_expiry("12h", now).ok(),
+            Some(now + chrono::Duration::hours(12))
+        );
+        assert!(parse_expiry("2030-01-01T00:00:00Z", now).is_ok());
+        for bad in ["", "d", "-3d", "0d", "5w", "soon", "99999999999999999d"] {
+            assert!(parse_expiry(bad, now).is_err(), "{bad}");
+        }
+    }
+}
