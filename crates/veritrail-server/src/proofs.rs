@@ -58,7 +58,8 @@ pub struct InclusionQuery {
 }
 
 /// `GET /v1/proof/inclusion?event_id=…|leaf_index=…[&tree_size=…]`. Without `tree_size` the
-/// proof is against the latest checkpoint, which is returned too.
+/// proof is against the latest checkpoint that holds the leaf (a fresh one only when none
+/// does), which is returned too.
 pub async fn inclusion(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
@@ -87,7 +88,7 @@ pub async fn inclusion(
         let (size, note) = match q.tree_size {
             Some(s) => (s, None),
             None => {
-                let cp = store.checkpoint(&tenant)?;
+                let cp = store.checkpoint_covering(&tenant, index + 1)?;
                 (cp.checkpoint.size, Some(cp.note))
             }
         };
@@ -133,7 +134,7 @@ pub async fn consistency(
         let (to, note) = match q.to {
             Some(t) => (t, None),
             None => {
-                let cp = store.checkpoint(&tenant)?;
+                let cp = store.checkpoint_covering(&tenant, q.from)?;
                 (cp.checkpoint.size, Some(cp.note))
             }
         };

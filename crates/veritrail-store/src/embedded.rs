@@ -269,6 +269,17 @@ impl Store for EmbeddedStore {
         }
     }
 
+    fn checkpoint_covering(&self, tenant: &str, size: u64) -> Result<SignedCheckpoint, StoreError> {
+        let latest = self
+            .tenant(tenant, false)?
+            .and_then(|t| t.checkpoints.latest())
+            .filter(|l| l.checkpoint.size >= size);
+        match latest {
+            Some(l) => Ok(l),
+            None => self.checkpoint(tenant),
+        }
+    }
+
     fn producers(&self, tenant: &str) -> Result<Vec<crate::producers::ProducerStatus>, StoreError> {
         let Some(t) = self.tenant(tenant, false)? else {
             return Ok(Vec::new());

@@ -63,6 +63,10 @@ pub trait Store: Send + Sync + 'static {
     fn consistency_proof(&self, tenant: &str, old: u64, new: u64) -> Result<Vec<Hash>, StoreError>;
     /// The latest signed checkpoint; one is issued first if the tree grew since the last.
     fn checkpoint(&self, tenant: &str) -> Result<SignedCheckpoint, StoreError>;
+    /// The latest signed checkpoint if it covers at least `size` leaves, else a fresh one. Proofs
+    /// use it: every proof appends an access event, so "fresh to the head" would mean a new
+    /// signature for every proof.
+    fn checkpoint_covering(&self, tenant: &str, size: u64) -> Result<SignedCheckpoint, StoreError>;
     /// Every producer's sequence state (gaps in `producer_seq`: the capture-rate signal).
     fn producers(&self, tenant: &str) -> Result<Vec<producers::ProducerStatus>, StoreError>;
     /// Tenants that have a log.

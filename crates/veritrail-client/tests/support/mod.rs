@@ -69,9 +69,15 @@ impl Server {
     /// Starts a server on `data_dir`, on `port` if given (to come back where it was), else on
     /// a free port.
     pub fn start(data_dir: &Path, port: Option<u16>) -> Server {
+        Server::start_keyed(data_dir, port, None)
+    }
+
+    /// Like [`Server::start`]; with `admin_key` the server checks keys and that is its first
+    /// admin key, without it authentication is off.
+    pub fn start_keyed(data_dir: &Path, port: Option<u16>, admin_key: Option<&str>) -> Server {
         let deadline = std::time::Instant::now() + DEADLINE;
         loop {
-            match Server::try_start(data_dir, port) {
+            match Server::try_start(data_dir, port, admin_key) {
                 Ok(s) => return s,
                 // The old listener's port may take a moment to be free again.
                 Err(why) if std::time::Instant::now() < deadline && port.is_some() => {
@@ -83,7 +89,11 @@ impl Server {
         }
     }
 
-    fn try_start(data_dir: &Path, port: Option<u16>) -> Result<Server, String> {
+    fn try_start(
+        data_dir: &Path,
+        port: Option<u16>,
+        admin_key: Option<&str>,
+    ) -> Result<Server, String> {
         let listen = format!("127.0.0.1:{}", port.unwrap_or(0));
         let log_path = data_dir.with_extension("log");
         let log = std::fs::OpenOptions::new()
@@ -97,10 +107,18 @@ impl Server {
                 cmd.env_remove(&k);
             }
         }
+        let mut auth = Vec::new();
+        match admin_key {
+            Some(k) => {
+                cmd.env("VERITRAIL_ADMIN_KEY", k);
+            }
+            None => auth.push("--insecure-no-auth"),
+        }
         let mut child = cmd
             .args(["serve", "--listen", &listen, "--data-dir"])
             .arg(data_dir)
-            .args(["--checkpoint-interval-ms", "100", "--insecure-no-auth"])
+            .args(["--checkpoint-interval-ms", "100"])
+            .args(&auth)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

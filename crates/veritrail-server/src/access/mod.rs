@@ -314,11 +314,7 @@ impl Denied {
 }
 
 /// The caller of a request that needs `action`.
-fn identify(
-    state: &AppState,
-    headers: &HeaderMap,
-    action: Action,
-) -> Result<Caller, Box<Denied>> {
+fn identify(state: &AppState, headers: &HeaderMap, action: Action) -> Result<Caller, Box<Denied>> {
     let named = headers
         .get(TENANT_HEADER)
         .map(|v| {
