@@ -29,7 +29,8 @@ pub struct BenchArgs {
     #[arg(long)]
     server: Option<String>,
     /// An admin key of `--server`, with which the run creates (and afterwards revokes) a producer
-    /// key and an auditor key for the `default` tenant.
+    /// key and an auditor key for the `default` tenant. Without it the run sends no keys (for a
+    /// server started with `--insecure-no-auth`, whose reads write no access events).
     #[arg(long = "key", env = "VERITRAIL_KEY", hide_env_values = true)]
     admin_key: Option<String>,
     /// PostgreSQL to write to (libpq URL or key=value string; the `audit_events` table is dropped
@@ -330,11 +331,11 @@ pub(crate) fn drive<C>(
 /// Sends every batch to Veritrail's `POST /v1/events` with the producer `key`.
 fn ingest(
     url: &str,
-    key: &str,
+    key: Option<&str>,
     work: Workload,
     clients: usize,
 ) -> anyhow::Result<(Vec<Duration>, Duration)> {
-    let server = ServerArgs::at(url, Some(key));
+    let server = ServerArgs::at(url, key);
     drive(
         work,
         clients,
@@ -418,11 +419,11 @@ fn run_veritrail(args: &BenchArgs, work: Workload) -> anyhow::Result<Value> {
     let admin_key = args
         .admin_key
         .clone()
-        .or_else(|| own.as_ref().map(|o| o.admin_key.clone()))
-        .context("--server needs --key (or VERITRAIL_KEY): an admin key of that server")?;
-    let keys = RunKeys::create(&url, &admin_key)?;
-    let (writes, elapsed) = ingest(&url, &keys.producer.1, work, args.clients)?;
-    let client = Client::new(&ServerArgs::at(&url, Some(&keys.auditor.1)))?;
+        .or_else(|| own.as_ref().map(|o| o.admin_key.clone()));
+    let keys = admin_key.map(|k| RunKeys::create(&url, &k)).transpose()?;
+    let key = |f: fn(&RunKeys) -> &str| keys.as_ref().map(f);
+    let (writes, elapsed) = ingest(&url, key(|k| &k.producer.1), work, args.clients)?;
+    let client = Client::new(&ServerArgs::at(&url, key(|k| &k.auditor.1)))?;
     // Like the PostgreSQL side, which receives its rows without decoding them, take the whole
     // answer but do not parse it.
     let get = |path: &str, p: &[(String, String)]| -> anyhow::Result<()> {
@@ -466,6 +467,8 @@ fn run_veritrail(args: &BenchArgs, work: Workload) -> anyhow::Result<Value> {
         bytes,
     }
     .to_json("veritrail");
+    // Whether each read also wrote (and waited for) its access event.
+    result["access_events"] = keys.is_some().into();
     result["inclusion_proof_p50_ms"] = pct(&proofs, 0.50).into();
     result["inclusion_proof_p99_ms"] = pct(&proofs, 0.99).into();
     Ok(result)

@@ -26,6 +26,12 @@ pub struct ServerArgs {
     /// Tenant to act on, for a cross-tenant admin key (sent as `Veritrail-Tenant`).
     #[arg(long, env = "VERITRAIL_TENANT")]
     pub tenant: Option<String>,
+    /// A CA certificate (PEM) to trust for an `https://` server, beside the system's.
+    #[arg(long, env = "VERITRAIL_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
+    /// A client certificate and its key (PEM, one file) for servers that accept them (mTLS).
+    #[arg(long, env = "VERITRAIL_CLIENT_CERT")]
+    pub client_cert: Option<PathBuf>,
 }
 
 impl ServerArgs {
@@ -35,9 +41,24 @@ impl ServerArgs {
             server: url.to_string(),
             key: key.map(str::to_string),
             tenant: None,
+            ca_cert: None,
+            client_cert: None,
         }
     }
+
+    /// The PEM files named by `--ca-cert` and `--client-cert`.
+    pub fn tls_pems(&self) -> anyhow::Result<TlsPems> {
+        let read = |p: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+            p.as_ref()
+                .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                .transpose()
+        };
+        Ok((read(&self.ca_cert)?, read(&self.client_cert)?))
+    }
 }
+
+/// The contents of `--ca-cert` and `--client-cert`, when given.
+pub type TlsPems = (Option<Vec<u8>>, Option<Vec<u8>>);
 
 /// An HTTP client that sends the API key as a bearer token when there is one.
 pub struct Client {
@@ -50,10 +71,18 @@ pub struct Client {
 impl Client {
     /// A client for `args.server`.
     pub fn new(args: &ServerArgs) -> anyhow::Result<Client> {
-        let http = reqwest::blocking::Client::builder()
-            .timeout(None)
-            .build()
-            .context("building the HTTP client")?;
+        let mut builder = reqwest::blocking::Client::builder().timeout(None);
+        let (ca, identity) = args.tls_pems()?;
+        if let Some(pem) = ca {
+            builder = builder.add_root_certificate(
+                reqwest::Certificate::from_pem(&pem).context("reading --ca-cert")?,
+            );
+        }
+        if let Some(pem) = identity {
+            builder = builder
+                .identity(reqwest::Identity::from_pem(&pem).context("reading --client-cert")?);
+        }
+        let http = builder.build().context("building the HTTP client")?;
         Ok(Client {
             http,
             base: args.server.trim_end_matches('/').to_string(),
@@ -272,6 +301,7 @@ pub fn emit(args: EmitArgs) -> anyhow::Result<ExitCode> {
     let spool_dir = args.spool_dir.clone().unwrap_or_else(default_spool_dir);
     let mut config = veritrail_client::Config::new(args.server.server.trim_end_matches('/'));
     config.api_key = args.server.key.clone().filter(|k| !k.is_empty());
+    (config.ca_cert_pem, config.client_identity_pem) = args.server.tls_pems()?;
     config.spool_dir = Some(spool_dir.clone());
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let stats = runtime.block_on(async {

@@ -32,6 +32,10 @@ pub enum KeysCommand {
         /// The key may see personal data.
         #[arg(long)]
         pii: bool,
+        /// Register a client certificate (mTLS) by its SHA-256 fingerprint instead of making a
+        /// key (`openssl x509 -in cert.pem -noout -fingerprint -sha256`).
+        #[arg(long)]
+        client_cert_sha256: Option<String>,
         /// Print the server's JSON answer instead of the key alone.
         #[arg(long)]
         json: bool,
@@ -64,11 +68,13 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
             person,
             expires,
             pii,
+            client_cert_sha256,
             json,
         } => {
             let body = json!({
                 "tenant": server.tenant.take(), "role": role, "name": name,
                 "person": person, "expires": expires, "pii": pii,
+                "client_cert_sha256": client_cert_sha256,
             });
             let answer: Value = Client::new(&server)?
                 .post(
@@ -77,16 +83,20 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     body.to_string().into_bytes(),
                 )?
                 .json()?;
-            if json {
-                outln!("{answer:#}");
-            } else {
-                eprintln!(
-                    "created key {} ({} on {}); it is shown only now:",
-                    answer["id"].as_str().unwrap_or("?"),
-                    answer["role"].as_str().unwrap_or("?"),
-                    answer["tenant"].as_str().unwrap_or("every tenant"),
-                );
-                outln!("{}", answer["key"].as_str().unwrap_or_default());
+            let (id, role) = (
+                answer["id"].as_str().unwrap_or("?"),
+                answer["role"].as_str().unwrap_or("?"),
+            );
+            let tenant = answer["tenant"].as_str().unwrap_or("every tenant");
+            match (json, answer["key"].as_str()) {
+                (true, _) => outln!("{answer:#}"),
+                (false, Some(key)) => {
+                    eprintln!("created key {id} ({role} on {tenant}); it is shown only now:");
+                    outln!("{key}");
+                }
+                (false, None) => {
+                    outln!("registered the client certificate as {id} ({role} on {tenant})")
+                }
             }
         }
         KeysCommand::List { mut server, json } => {

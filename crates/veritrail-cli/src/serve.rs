@@ -51,6 +51,16 @@ pub struct ServeArgs {
     /// tenant. For local experiments only.
     #[arg(long, env = "VERITRAIL_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "VERITRAIL_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "VERITRAIL_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Accept client certificates (mTLS) that chain to these CA certificates (PEM); a registered
+    /// certificate then authenticates like a key.
+    #[arg(long, env = "VERITRAIL_TLS_CLIENT_CA")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 /// The TOML file's keys.
@@ -65,12 +75,16 @@ struct FileSettings {
     max_queued_events: Option<usize>,
     max_body_bytes: Option<usize>,
     max_events_per_request: Option<usize>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
 }
 
 /// Resolved settings.
 struct Settings {
     listen: SocketAddr,
     insecure_no_auth: bool,
+    tls: Option<veritrail_server::tls::TlsFiles>,
     store: EmbeddedConfig,
     api: ApiConfig,
 }
@@ -99,8 +113,24 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
         interval_ms >= 10,
         "checkpoint_interval_ms must be at least 10"
     );
+    let tls = match (
+        args.tls_cert.or(file.tls_cert),
+        args.tls_key.or(file.tls_key),
+        args.tls_client_ca.or(file.tls_client_ca),
+    ) {
+        (Some(cert), Some(key), client_ca) => Some(veritrail_server::tls::TlsFiles {
+            cert,
+            key,
+            client_ca,
+        }),
+        (None, None, None) => None,
+        _ => anyhow::bail!(
+            "TLS needs both tls_cert and tls_key (and tls_client_ca only together with them)"
+        ),
+    };
     Ok(Settings {
         insecure_no_auth: args.insecure_no_auth,
+        tls,
         listen: args
             .listen
             .or(file.listen)
@@ -167,6 +197,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store =
         Arc::new(EmbeddedStore::open(settings.store, signer.clone()).context("opening the store")?);
     let access = access_control(&data_dir, settings.insecure_no_auth)?;
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(veritrail_server::tls::acceptor)
+        .transpose()
+        .context("setting up TLS")?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let state = Arc::new(AppState::new(store.clone(), signer, settings.api, access));
     let served = runtime.block_on(async move {
@@ -174,15 +210,25 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("listening on {}", settings.listen))?;
         let addr = listener.local_addr()?;
-        outln!("veritrail listening on http://{addr}");
-        tracing::info!(%addr, vkey = %state.signer.vkey(), "serving");
+        let url = veritrail_server::tls::url(addr, tls.is_some());
+        outln!("veritrail listening on {url}");
+        tracing::info!(%url, vkey = %state.signer.vkey(), "serving");
         veritrail_server::spawn_checkpointer(state.clone());
-        let app =
-            veritrail_server::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        axum::serve(listener, app)
+        let app = veritrail_server::router(state);
+        match tls {
+            Some(acceptor) => {
+                veritrail_server::tls::serve(listener, app, acceptor, shutdown_signal())
+                    .await
+                    .context("serving HTTPS")
+            }
+            None => axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
             .with_graceful_shutdown(shutdown_signal())
             .await
-            .context("serving HTTP")
+            .context("serving HTTP"),
+        }
     });
     tracing::info!("shutting down: finishing queued writes");
     store.close();
@@ -205,6 +251,9 @@ fn access_control(data_dir: &std::path::Path, insecure: bool) -> anyhow::Result<
     match bootstrap(&registry, operator_key.as_deref(), data_dir)
         .context("creating the first admin key (VERITRAIL_ADMIN_KEY)")?
     {
+        Bootstrap::Existing if operator_key.is_some() => tracing::warn!(
+            "VERITRAIL_ADMIN_KEY is ignored: keys exist already (manage them with `veritrail keys`)"
+        ),
         Bootstrap::Existing => {}
         Bootstrap::FromEnvironment => {
             tracing::info!("registered VERITRAIL_ADMIN_KEY as the first admin key")

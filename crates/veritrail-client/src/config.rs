@@ -127,6 +127,11 @@ pub struct Config {
     pub retry: RetryPolicy,
     /// The limit of one request, connection included. Default 10 s.
     pub request_timeout: Duration,
+    /// An extra CA certificate (PEM) to trust for `https://` servers, beside the system's.
+    pub ca_cert_pem: Option<Vec<u8>>,
+    /// A client certificate and its private key (PEM, both in one buffer) for servers that
+    /// authenticate producers by certificate (mTLS).
+    pub client_identity_pem: Option<Vec<u8>>,
 }
 
 impl fmt::Debug for Config {
@@ -150,6 +155,11 @@ impl fmt::Debug for Config {
             .field("overflow", &self.overflow)
             .field("retry", &self.retry)
             .field("request_timeout", &self.request_timeout)
+            .field("ca_cert_pem", &self.ca_cert_pem.as_ref().map(|_| "<set>"))
+            .field(
+                "client_identity_pem",
+                &self.client_identity_pem.as_ref().map(|_| "<set>"),
+            )
             .finish()
     }
 }
@@ -175,6 +185,8 @@ impl Config {
             overflow: Overflow::default(),
             retry: RetryPolicy::default(),
             request_timeout: Duration::from_secs(10),
+            ca_cert_pem: None,
+            client_identity_pem: None,
         }
     }
 

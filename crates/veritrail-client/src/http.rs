@@ -78,11 +78,20 @@ impl Transport {
                 config.url
             )));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(config.request_timeout)
-            .connect_timeout(config.request_timeout)
-            .build()
-            .map_err(ClientError::Http)?;
+            .connect_timeout(config.request_timeout);
+        if let Some(pem) = &config.ca_cert_pem {
+            let ca = reqwest::Certificate::from_pem(pem)
+                .map_err(|e| ClientError::Config(format!("ca_cert_pem: {e}")))?;
+            builder = builder.add_root_certificate(ca);
+        }
+        if let Some(pem) = &config.client_identity_pem {
+            let id = reqwest::Identity::from_pem(pem)
+                .map_err(|e| ClientError::Config(format!("client_identity_pem: {e}")))?;
+            builder = builder.identity(id);
+        }
+        let http = builder.build().map_err(ClientError::Http)?;
         Ok(Transport {
             http,
             endpoint,

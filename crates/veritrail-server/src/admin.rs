@@ -33,6 +33,8 @@ pub struct CreateKey {
     pii: bool,
     /// RFC 3339 time, or a duration from now such as `90d`, `12h`, `30m`.
     expires: Option<String>,
+    /// Register a client certificate (mTLS) by its SHA-256 fingerprint instead of making a key.
+    client_cert_sha256: Option<String>,
 }
 
 fn registry(state: &AppState) -> Result<&KeyRegistry, Problem> {
@@ -80,6 +82,24 @@ pub async fn create(
             "only admin keys may be cross-tenant: give a `tenant`",
         ));
     }
+    for (what, text) in [("name", &req.name), ("person", &req.person)] {
+        if let Some(t) = text {
+            if t.trim().is_empty() || t.chars().count() > 255 || t.chars().any(char::is_control) {
+                return Err(Problem::bad_request(format!(
+                    "`{what}` must be 1 to 255 characters, without control characters"
+                )));
+            }
+        }
+    }
+    let tenant_admin = caller.key.as_ref().is_some_and(|k| k.tenant.is_some());
+    if req.client_cert_sha256.is_some() && tenant_admin {
+        // A certificate is global: who registers it decides which tenant its client writes to.
+        return Err(Problem::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "registering a client certificate needs a cross-tenant admin key",
+        ));
+    }
     if !may_manage(&caller, req.tenant.as_deref()) {
         return Err(Problem::new(
             StatusCode::FORBIDDEN,
@@ -101,19 +121,40 @@ pub async fn create(
         expires_at,
     };
     let inner = state.clone();
+    let cert = req.client_cert_sha256;
     let (info, token) = blocking(move || {
-        registry(&inner)?.create(new).map_err(|e| {
-            Problem::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Key not created",
-                e.to_string(),
-            )
-        })
+        let registry = registry(&inner)?;
+        match cert {
+            Some(fp) => registry
+                .register_certificate(&fp, new)
+                .map(|info| (info, None))
+                .map_err(|e| Problem::bad_request(e.to_string())),
+            None => registry
+                .create(new)
+                .map(|(info, token)| (info, Some(token)))
+                .map_err(|e| {
+                    Problem::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "Key not created",
+                        e.to_string(),
+                    )
+                }),
+        }
     })
     .await?;
-    record(&state, &caller, &info, "admin.key_created").await?;
+    if let Err(e) = record(&state, &caller, &info, "admin.key_created").await {
+        // No key without its trace: undo the creation.
+        if let Some(reg) = state.access.registry() {
+            if let Err(undo) = reg.remove(&info.id) {
+                tracing::error!(key = %info.id, error = %undo, "a key was created without its audit event and could not be removed");
+            }
+        }
+        return Err(e);
+    }
     let mut body = serde_json::to_value(&info).unwrap_or_default();
-    body["key"] = Value::String(token);
+    if let Some(token) = token {
+        body["key"] = Value::String(token);
+    }
     Ok((StatusCode::CREATED, Json(body)))
 }
 
@@ -151,6 +192,8 @@ pub async fn revoke(
     if !may_manage(&caller, existing.tenant.as_deref()) {
         return Err(not_found());
     }
+    // The trace first: a revocation is never left unrecorded.
+    record(&state, &caller, &existing, "admin.key_revoked").await?;
     let (inner, key_id) = (state.clone(), id.clone());
     let info = blocking(move || {
         registry(&inner)?.revoke(&key_id).map_err(|e| {
@@ -163,7 +206,6 @@ pub async fn revoke(
     })
     .await?
     .ok_or_else(not_found)?;
-    record(&state, &caller, &info, "admin.key_revoked").await?;
     Ok(Json(info))
 }
 
@@ -192,7 +234,8 @@ pub fn parse_expiry(s: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Proble
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Ok(t.with_timezone(&Utc));
     }
-    let (digits, unit) = s.split_at(s.len().saturating_sub(1));
+    let unit_at = s.char_indices().last().map_or(0, |(i, _)| i);
+    let (digits, unit) = s.split_at(unit_at);
     let n: i64 = digits.parse().map_err(|_| bad())?;
     let secs = match unit {
         "d" => n.checked_mul(86_400),
@@ -224,7 +267,16 @@ mod tests {
             Some(now + chrono::Duration::hours(12))
         );
         assert!(parse_expiry("2030-01-01T00:00:00Z", now).is_ok());
-        for bad in ["", "d", "-3d", "0d", "5w", "soon", "99999999999999999d"] {
+        for bad in [
+            "",
+            "d",
+            "-3d",
+            "0d",
+            "5w",
+            "soon",
+            "99999999999999999d",
+            "5é",
+        ] {
             assert!(parse_expiry(bad, now).is_err(), "{bad}");
         }
     }

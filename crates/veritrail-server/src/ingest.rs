@@ -16,6 +16,9 @@ use crate::access::Caller;
 use crate::problem::Problem;
 use crate::AppState;
 
+/// Longest time to receive a request body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Handles an ingest request.
 pub async fn post_events(
     State(state): State<Arc<AppState>>,
@@ -55,13 +58,26 @@ async fn ingest(
         p
     })?;
     let limit = state.config.max_body_bytes;
-    let bytes = to_bytes(body, limit).await.map_err(|_| {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "Request too large",
-            format!("the body exceeds {limit} bytes"),
-        )
-    })?;
+    // A slow sender holds an ingest permit: give it a bounded time.
+    let bytes = tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request too slow",
+                format!(
+                    "the body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })?
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request too large",
+                format!("the body exceeds {limit} bytes"),
+            )
+        })?;
     let media = media_type(headers);
     let max = state.config.max_events_per_request;
     let store = state.store.clone();

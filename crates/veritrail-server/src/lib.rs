@@ -12,6 +12,7 @@ pub mod observe;
 pub mod problem;
 pub mod proofs;
 pub mod read;
+pub mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;

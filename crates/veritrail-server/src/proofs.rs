@@ -88,7 +88,7 @@ pub async fn inclusion(
         let (size, note) = match q.tree_size {
             Some(s) => (s, None),
             None => {
-                let cp = store.checkpoint_covering(&tenant, index + 1)?;
+                let cp = store.checkpoint_covering(&tenant, index.saturating_add(1))?;
                 (cp.checkpoint.size, Some(cp.note))
             }
         };

@@ -219,6 +219,19 @@ fn a_tenant_sees_nothing_of_another_tenant() {
             Some(&body),
         )
         .problem(403);
+    // Nor may B's admin see metrics (they span tenants) or claim a client certificate.
+    server.get_as(&admin_b, "/metrics").problem(403);
+    let cert =
+        json!({"tenant": "tenant-b", "role": "producer", "client_cert_sha256": "ab".repeat(32)});
+    server
+        .call(
+            Method::POST,
+            "/v1/admin/keys",
+            Some(&admin_b),
+            None,
+            Some(&cert),
+        )
+        .problem(403);
     // The cross-tenant admin reaches A only by naming it.
     let page = server
         .call(

@@ -9,3 +9,4 @@ mod bench;
 mod crash;
 mod damage;
 mod export_verify;
+mod tls;

@@ -27,6 +27,9 @@ const KEYS_FILE: &str = "keys.json";
 pub const KEY_PREFIX: &str = "vt_";
 /// Shortest key accepted from an operator (`VERITRAIL_ADMIN_KEY`).
 pub const MIN_KEY_LEN: usize = 32;
+/// How a client certificate is registered: this prefix and its SHA-256 fingerprint stand in
+/// for a key. Only a verified TLS certificate produces one; a bearer key never may.
+pub const CERT_PREFIX: &str = "cert:sha256:";
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -94,6 +97,9 @@ pub struct KeyInfo {
     /// May see personal data (for the personal-data features).
     #[serde(default)]
     pub pii: bool,
+    /// For a client-certificate identity (mTLS): the certificate's SHA-256 fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_sha256: Option<String>,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<DateTime<Utc>>,
@@ -209,9 +215,21 @@ impl KeyRegistry {
 
     /// Creates a key with a fresh random token; returns it with the token, shown only now.
     pub fn create(&self, new: NewKey) -> Result<(KeyInfo, String), KeyError> {
-        let token = format!("{KEY_PREFIX}{}", URL_SAFE_NO_PAD.encode(random::<32>()?));
+        let token = new_token()?;
         let info = self.register(&token, new)?;
         Ok((info, token))
+    }
+
+    /// Forgets a key entirely. Only for undoing a creation whose audit event could not be
+    /// written; revocation is [`KeyRegistry::revoke`].
+    pub fn remove(&self, id: &str) -> Result<(), KeyError> {
+        let mut keys = self.write();
+        if let Some(removed) = keys.remove(id) {
+            self.save(&keys).inspect_err(|_| {
+                keys.insert(id.to_string(), removed);
+            })?;
+        }
+        Ok(())
     }
 
     /// Registers a token chosen by the operator (the bootstrap admin key).
@@ -234,6 +252,7 @@ impl KeyRegistry {
             role: new.role,
             person: new.person,
             pii: new.pii,
+            client_cert_sha256: token.strip_prefix(CERT_PREFIX).map(str::to_string),
             created_at: Utc::now(),
             expires_at: new.expires_at,
             revoked_at: None,
@@ -253,6 +272,21 @@ impl KeyRegistry {
             keys.remove(&info.id);
         })?;
         Ok(info)
+    }
+
+    /// Registers a client certificate (mTLS) by its SHA-256 fingerprint (hex, colons allowed).
+    pub fn register_certificate(&self, sha256: &str, new: NewKey) -> Result<KeyInfo, KeyError> {
+        self.register(&certificate_token(sha256)?, new)
+    }
+
+    /// The identity of a verified client certificate, by its fingerprint.
+    pub fn authenticate_certificate(
+        &self,
+        sha256: &str,
+        now: DateTime<Utc>,
+    ) -> Result<KeyInfo, Refusal> {
+        let token = certificate_token(sha256).map_err(|_| Refusal::Unknown)?;
+        self.authenticate(&token, now)
     }
 
     /// The key a presented token belongs to, if it is known, unrevoked and unexpired.
@@ -334,6 +368,21 @@ impl KeyRegistry {
     }
 }
 
+/// The stand-in token of a certificate fingerprint.
+fn certificate_token(sha256: &str) -> Result<String, KeyError> {
+    let hex: String = sha256
+        .chars()
+        .filter(|c| *c != ':')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(KeyError::Invalid(format!(
+            "`{sha256}` is not a SHA-256 fingerprint (64 hex digits, colons allowed)"
+        )));
+    }
+    Ok(format!("{CERT_PREFIX}{hex}"))
+}
+
 fn id_of(mac: &[u8; 32]) -> String {
     hex(&mac[..8])
 }
@@ -347,6 +396,14 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// A fresh random key: `vt_` and 32 random bytes, base64url.
+pub fn new_token() -> Result<String, KeyError> {
+    Ok(format!(
+        "{KEY_PREFIX}{}",
+        URL_SAFE_NO_PAD.encode(random::<32>()?)
+    ))
 }
 
 fn random<const N: usize>() -> Result<[u8; N], KeyError> {

@@ -47,8 +47,10 @@ pub enum Action {
     Read,
     /// Proofs and exports.
     Prove,
-    /// Keys, settings, metrics.
+    /// Keys and settings.
     Admin,
+    /// What spans tenants (metrics): cross-tenant admin keys only.
+    Operate,
 }
 
 impl Action {
@@ -62,7 +64,7 @@ impl Action {
                 Role::Reader | Role::Auditor | Role::Legal | Role::Admin
             ),
             Action::Prove => matches!(role, Role::Auditor | Role::Admin),
-            Action::Admin => role == Role::Admin,
+            Action::Admin | Action::Operate => role == Role::Admin,
         }
     }
 }
@@ -79,6 +81,7 @@ pub fn required(method: &Method, path: &str) -> Action {
         (true, "/v1/correlations/{id}/timeline") => Action::Read,
         (true, "/v1/checkpoint" | "/v1/proof/inclusion" | "/v1/proof/consistency") => Action::Prove,
         (true, "/v1/export") => Action::Prove,
+        (true, "/metrics") => Action::Operate,
         _ => Action::Admin,
     }
 }
@@ -114,6 +117,15 @@ impl Access {
 
     /// Whether a denial from `source` goes to the log now, and how many were left out before.
     fn admit_denial_event(&self, source: IpAddr, now: Instant) -> Option<u64> {
+        // An IPv6 host controls a whole /64: count it as one source.
+        let source = match source {
+            IpAddr::V6(v6) => {
+                let mut o = v6.octets();
+                o[8..].fill(0);
+                IpAddr::from(o)
+            }
+            v4 => v4,
+        };
         let mut denials = self.denials.lock().unwrap_or_else(|p| p.into_inner());
         if denials.len() >= MAX_DENIAL_SOURCES && !denials.contains_key(&source) {
             denials.clear();
@@ -171,9 +183,11 @@ pub fn bootstrap(
         registry.register(token, new)?;
         return Ok(Bootstrap::FromEnvironment);
     }
-    let (_, token) = registry.create(new)?;
+    // The file first: a key registered but written nowhere would lock the operator out.
+    let token = keys::new_token()?;
     let path = data_dir.join(ADMIN_KEY_FILE);
     keys::write_durable(&path, format!("{token}\n").as_bytes())?;
+    registry.register(&token, new)?;
     Ok(Bootstrap::Generated(path))
 }
 
@@ -226,7 +240,8 @@ pub async fn authorize(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    match identify(&state, req.headers(), action) {
+    let cert = req.extensions().get::<crate::tls::ClientCert>().cloned();
+    match identify(&state, req.headers(), cert.as_ref(), action) {
         Ok(caller) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
@@ -314,7 +329,12 @@ impl Denied {
 }
 
 /// The caller of a request that needs `action`.
-fn identify(state: &AppState, headers: &HeaderMap, action: Action) -> Result<Caller, Box<Denied>> {
+fn identify(
+    state: &AppState,
+    headers: &HeaderMap,
+    cert: Option<&crate::tls::ClientCert>,
+    action: Action,
+) -> Result<Caller, Box<Denied>> {
     let named = headers
         .get(TENANT_HEADER)
         .map(|v| {
@@ -337,20 +357,26 @@ fn identify(state: &AppState, headers: &HeaderMap, action: Action) -> Result<Cal
             tenant: named.unwrap_or_else(|| DEFAULT_TENANT.to_string()),
         });
     };
-    let token = bearer(headers).ok_or_else(|| {
+    let now = chrono::Utc::now();
+    // A bearer key wins; without one, a verified client certificate identifies the caller.
+    let key = match (bearer(headers), cert) {
+        (Some(token), _) if token.starts_with(keys::CERT_PREFIX) => Err(keys::Refusal::Unknown),
+        (Some(token), _) => registry.authenticate(token, now),
+        (None, Some(cert)) => registry.authenticate_certificate(&cert.0, now),
+        (None, None) => {
+            return Err(Box::new(Denied::unauthenticated(
+                "missing key",
+                "this endpoint needs an API key: send `Authorization: Bearer <key>` \
+                 (or a registered client certificate)",
+            )))
+        }
+    };
+    let key = key.map_err(|r| {
         Box::new(Denied::unauthenticated(
-            "missing key",
-            "this endpoint needs an API key: send `Authorization: Bearer <key>`",
+            r.as_str(),
+            "the API key is not valid (unknown, revoked or expired)",
         ))
     })?;
-    let key = registry
-        .authenticate(token, chrono::Utc::now())
-        .map_err(|r| {
-            Box::new(Denied::unauthenticated(
-                r.as_str(),
-                "the API key is not valid (unknown, revoked or expired)",
-            ))
-        })?;
     if !action.permits(key.role) {
         let detail = format!(
             "a `{}` key may not do this; it needs a key with the role {}",
@@ -358,6 +384,10 @@ fn identify(state: &AppState, headers: &HeaderMap, action: Action) -> Result<Cal
             roles_for(action)
         );
         return Err(Box::new(Denied::forbidden(key, "role", detail)));
+    }
+    if action == Action::Operate && key.tenant.is_some() {
+        let detail = "this needs a cross-tenant admin key: it shows every tenant".to_string();
+        return Err(Box::new(Denied::forbidden(key, "tenant", detail)));
     }
     let tenant = match (&key.tenant, named) {
         (Some(own), Some(named)) if *own != named => {
@@ -484,7 +514,7 @@ mod tests {
         assert_eq!(required(&Method::DELETE, "/v1/events"), Action::Admin);
         assert_eq!(required(&Method::POST, "/v1/events"), Action::Write);
         assert_eq!(required(&Method::GET, "/healthz"), Action::Public);
-        assert_eq!(required(&Method::GET, "/metrics"), Action::Admin);
+        assert_eq!(required(&Method::GET, "/metrics"), Action::Operate);
     }
 
     #[test]
@@ -499,6 +529,10 @@ mod tests {
         assert_eq!(access.admit_denial_event(b, t0), Some(0));
         let later = t0 + DENIAL_EVENT_INTERVAL;
         assert_eq!(access.admit_denial_event(a, later), Some(2));
+        // One IPv6 /64 is one source.
+        let v6 = |last: u16| IpAddr::from([0x2001, 0xdb8, 0, 1, 0, 0, 0, last]);
+        assert_eq!(access.admit_denial_event(v6(1), t0), Some(0));
+        assert_eq!(access.admit_denial_event(v6(2), t0), None);
     }
 
     #[test]
