@@ -379,7 +379,7 @@ fn identify(
     })?;
     if !action.permits(key.role) {
         let detail = format!(
-            "a `{}` key may not do this; it needs a key with the role {}",
+            "a key with the role `{}` may not do this; it needs the role {}",
             key.role.as_str(),
             roles_for(action)
         );
