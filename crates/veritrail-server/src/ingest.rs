@@ -57,27 +57,7 @@ async fn ingest(
         p.retry_after_s = Some(1);
         p
     })?;
-    let limit = state.config.max_body_bytes;
-    // A slow sender holds an ingest permit: give it a bounded time.
-    let bytes = tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, limit))
-        .await
-        .map_err(|_| {
-            Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "Request too slow",
-                format!(
-                    "the body did not arrive within {} s",
-                    BODY_TIMEOUT.as_secs()
-                ),
-            )
-        })?
-        .map_err(|_| {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request too large",
-                format!("the body exceeds {limit} bytes"),
-            )
-        })?;
+    let bytes = read_body(state, body).await?;
     let media = media_type(headers);
     let max = state.config.max_events_per_request;
     let store = state.store.clone();
@@ -127,6 +107,31 @@ async fn ingest(
         n,
         json!({"receipts": receipts, "tree_size": appended.tree_size}),
     ))
+}
+
+/// Reads a request body of at most `max_body_bytes` (413 beyond), within `BODY_TIMEOUT` (408).
+pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, Problem> {
+    let limit = state.config.max_body_bytes;
+    // A slow sender holds resources (an ingest permit, a connection): give it a bounded time.
+    tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, limit))
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "Request too slow",
+                format!(
+                    "the body did not arrive within {} s",
+                    BODY_TIMEOUT.as_secs()
+                ),
+            )
+        })?
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Request too large",
+                format!("the body exceeds {limit} bytes"),
+            )
+        })
 }
 
 /// The request's media type, lowercased, without parameters (JSON when absent).

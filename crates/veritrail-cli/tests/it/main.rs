@@ -9,4 +9,5 @@ mod bench;
 mod crash;
 mod damage;
 mod export_verify;
+mod kubernaut;
 mod tls;

@@ -76,7 +76,11 @@ pub fn required(method: &Method, path: &str) -> Action {
     match (read, path) {
         (_, "/healthz" | "/readyz") => Action::Public,
         (true, "/v1/key") => Action::AnyKey,
-        (false, "/v1/events") if *method == Method::POST => Action::Write,
+        (false, "/v1/events" | "/api/v1/audit/events" | "/api/v1/audit/events/batch")
+            if *method == Method::POST =>
+        {
+            Action::Write
+        }
         (true, "/v1/events" | "/v1/events/{event_id}" | "/v1/producers") => Action::Read,
         (true, "/v1/correlations/{id}/timeline") => Action::Read,
         (true, "/v1/checkpoint" | "/v1/proof/inclusion" | "/v1/proof/consistency") => Action::Prove,
@@ -513,6 +517,10 @@ mod tests {
         assert_eq!(required(&Method::GET, "/v1/something-new"), Action::Admin);
         assert_eq!(required(&Method::DELETE, "/v1/events"), Action::Admin);
         assert_eq!(required(&Method::POST, "/v1/events"), Action::Write);
+        assert_eq!(
+            required(&Method::POST, "/api/v1/audit/events/batch"),
+            Action::Write
+        );
         assert_eq!(required(&Method::GET, "/healthz"), Action::Public);
         assert_eq!(required(&Method::GET, "/metrics"), Action::Operate);
     }

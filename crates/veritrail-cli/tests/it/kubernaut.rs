@@ -1,0 +1,127 @@
+//! Kubernaut's DataStorage write API against the real server: answers, ids in input order,
+//! atomic batches, "event at index N" problems, and the events seen through the native API.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support::{self, Server};
+
+const ADMIN: &str = "vt_kubernaut_admin_0123456789abcdefghijklmno";
+
+fn key(server: &Server, role: &str) -> String {
+    let body = json!({"tenant": "default", "role": role});
+    let r = server.call(
+        Method::POST,
+        "/v1/admin/keys",
+        Some(ADMIN),
+        None,
+        Some(&body),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json()["key"].as_str().unwrap().to_string()
+}
+
+fn request(corr: &str, ty: &str, category: &str) -> Value {
+    json!({
+        "version": "1.0",
+        "event_type": ty,
+        "event_timestamp": chrono::Utc::now().to_rfc3339(),
+        "event_category": category,
+        "event_action": ty.rsplit('.').next().unwrap(),
+        "event_outcome": "success",
+        "correlation_id": corr,
+        "event_data": {"event_type": ty},
+    })
+}
+
+#[test]
+fn kubernaut_writes_are_ordinary_events() {
+    let scratch = support::Scratch::new();
+    let server = Server::start_authenticated(&scratch.data(), ADMIN);
+    let producer = key(&server, "producer");
+    let auditor = key(&server, "auditor");
+    let corr = support::corr("rr");
+    let post = |path: &str, body: &Value| {
+        server.call(Method::POST, path, Some(&producer), None, Some(body))
+    };
+
+    let one = post(
+        "/api/v1/audit/events",
+        &request(&corr, "gateway.signal.received", "gateway"),
+    );
+    assert_eq!(one.status, 201, "{}", one.text);
+    let one = one.json();
+    assert!(
+        one["event_id"].is_string()
+            && one["event_timestamp"].is_string()
+            && one["message"].is_string(),
+        "{one}"
+    );
+
+    let batch = json!([
+        request(&corr, "orchestrator.lifecycle.started", "orchestration"),
+        request(
+            &corr,
+            "workflowexecution.workflow.started",
+            "workflowexecution"
+        ),
+        request(&corr, "orchestrator.lifecycle.completed", "orchestration"),
+    ]);
+    let r = post("/api/v1/audit/events/batch", &batch);
+    assert_eq!(r.status, 201, "{}", r.text);
+    let ids: Vec<String> = r.json()["event_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    // In input order, and ordinary events of the native API.
+    for (id, sent) in ids.iter().zip(batch.as_array().unwrap()) {
+        let e = server
+            .get_as(&auditor, &format!("/v1/events/{id}"))
+            .ok_json();
+        assert_eq!(e["event_type"], sent["event_type"]);
+        assert_eq!(e["correlation_id"], corr.as_str());
+    }
+    let timeline = server
+        .get_as(&auditor, &format!("/v1/correlations/{corr}/timeline"))
+        .ok_json();
+    assert_eq!(timeline["count"], 4);
+
+    // Refusals: the documented 400s, and nothing stored from a bad batch.
+    post("/api/v1/audit/events/batch", &json!([])).problem(400);
+    post(
+        "/api/v1/audit/events/batch",
+        &request(&corr, "gateway.signal.received", "gateway"),
+    )
+    .problem(400);
+    let too_many = Value::Array(vec![
+        request(&corr, "gateway.signal.received", "gateway");
+        501
+    ]);
+    post("/api/v1/audit/events/batch", &too_many).problem(400);
+    let mut bad = batch.clone();
+    bad[1]["event_data"]["event_type"] = json!("gateway.signal.received");
+    let p = post("/api/v1/audit/events/batch", &bad).problem(400);
+    assert!(
+        p["detail"].as_str().unwrap().contains("event at index 1"),
+        "{p}"
+    );
+    let after = server
+        .get_as(&auditor, &format!("/v1/correlations/{corr}/timeline"))
+        .ok_json();
+    assert_eq!(after["count"], 4, "a refused batch stored something");
+    let mut unknown = request(&corr, "gateway.signal.received", "gateway");
+    unknown["event_category"] = json!("kitchen");
+    post("/api/v1/audit/events", &unknown).problem(400);
+    server
+        .call(
+            Method::POST,
+            "/api/v1/audit/events",
+            None,
+            None,
+            Some(&request(&corr, "gateway.signal.received", "gateway")),
+        )
+        .problem(401);
+}

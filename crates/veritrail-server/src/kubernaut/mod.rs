@@ -1,0 +1,315 @@
+//! Kubernaut's DataStorage audit write API, drop-in: `POST /api/v1/audit/events` and
+//! `POST /api/v1/audit/events/batch`, with that API's request checks, status codes and answers.
+//!
+//! A Kubernaut request is a Veritrail event with stricter rules (its OpenAPI description's
+//! `AuditEventRequest`): `version`, `correlation_id` and `event_data` are required,
+//! `event_category` is one of its domains, `event_data.event_type` must repeat `event_type` and be
+//! one of the event types it knows, and the event time must be recent. What passes is stored as an
+//! ordinary event: the native API, proofs and exports see it.
+
+pub mod event_types;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use chrono::{DateTime, Duration, Utc};
+use serde_json::{json, Value};
+use uuid::Uuid;
+use veritrail_core::event::{format_time, Event};
+
+use crate::access::Caller;
+use crate::problem::Problem;
+use crate::AppState;
+
+/// Most events in one batch request.
+pub const MAX_BATCH: usize = 500;
+/// How far ahead of the server's clock an event time may be.
+const MAX_AHEAD: Duration = Duration::minutes(60);
+/// How far behind the server's clock an event time may be.
+const MAX_AGE: Duration = Duration::days(7);
+
+/// `event_category` values the API accepts.
+const CATEGORIES: [&str; 14] = [
+    "gateway",
+    "notification",
+    "analysis",
+    "aiagent",
+    "signalprocessing",
+    "workflow",
+    "workflowexecution",
+    "orchestration",
+    "approval",
+    "effectiveness",
+    "actiontype",
+    "apifrontend",
+    "security",
+    "agentsession",
+];
+
+/// The first problem of one request event, as Kubernaut's API words it.
+fn check(v: &Value, now: DateTime<Utc>) -> Result<Event, String> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| "must be a JSON object".to_string())?;
+    let text = |name: &str| obj.get(name).and_then(Value::as_str);
+    for name in [
+        "version",
+        "event_type",
+        "event_timestamp",
+        "event_category",
+        "event_action",
+        "event_outcome",
+        "correlation_id",
+        "event_data",
+    ] {
+        if obj.get(name).is_none_or(Value::is_null) {
+            return Err(format!("`{name}` is required"));
+        }
+    }
+    for (name, max) in [
+        ("version", 20),
+        ("event_type", 100),
+        ("event_category", 50),
+        ("event_action", 50),
+        ("correlation_id", 255),
+    ] {
+        match text(name) {
+            Some(s) if !s.is_empty() && s.chars().count() <= max => {}
+            _ => {
+                return Err(format!(
+                    "`{name}` must be a string of 1 to {max} characters"
+                ))
+            }
+        }
+    }
+    let category = text("event_category").unwrap_or_default();
+    if !CATEGORIES.contains(&category) {
+        return Err(format!(
+            "`event_category` must be one of {}; got `{category}`",
+            CATEGORIES.join(", ")
+        ));
+    }
+    let event_type = text("event_type").unwrap_or_default();
+    let data_type = obj["event_data"].get("event_type").and_then(Value::as_str);
+    if !obj["event_data"].is_object() {
+        return Err("`event_data` must be an object".into());
+    }
+    if data_type != Some(event_type) {
+        return Err(format!(
+            "`event_data.event_type` must equal `event_type` (`{event_type}`)"
+        ));
+    }
+    if !event_types::known(event_type) {
+        return Err(format!(
+            "`event_type` `{event_type}` is not an event type of this API"
+        ));
+    }
+    let event = Event::from_json(v, Uuid::now_v7).map_err(|e| {
+        e.0.first()
+            .map(|f| format!("`{}` {}", f.field, f.message))
+            .unwrap_or_else(|| e.to_string())
+    })?;
+    if event.event_timestamp > now + MAX_AHEAD {
+        return Err("`event_timestamp` is more than 60 minutes in the future".into());
+    }
+    if event.event_timestamp < now - MAX_AGE {
+        return Err("`event_timestamp` is more than 7 days old".into());
+    }
+    Ok(event)
+}
+
+fn bad(detail: String) -> Problem {
+    Problem::bad_request(detail)
+}
+
+/// Parses the body strictly (repeated keys refused), as the native API does.
+fn parse(body: &[u8]) -> Result<Value, Problem> {
+    veritrail_core::json::from_slice(body).map_err(|e| bad(format!("malformed JSON: {e}")))
+}
+
+/// Appends `events` for `caller` (atomically) and waits until they are durable.
+async fn append(
+    state: &AppState,
+    caller: &Caller,
+    mut events: Vec<Event>,
+) -> Result<Vec<Event>, Problem> {
+    if let Some(person) = caller.person() {
+        for e in &mut events {
+            e.actor_type = "user".into();
+            e.actor_id = person.to_string();
+        }
+    }
+    let store = state.store.clone();
+    let tenant = caller.tenant.clone();
+    let stored = events.clone();
+    let pending =
+        crate::blocking(move || store.append(&tenant, events).map_err(Problem::from)).await?;
+    pending.await.map_err(|_| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Shutting down",
+            "the writer stopped",
+        )
+    })??;
+    Ok(stored)
+}
+
+/// `POST /api/v1/audit/events` → 201 `{event_id, event_timestamp, message}`.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), Problem> {
+    let v = parse(&crate::ingest::read_body(&state, body).await?)?;
+    if v.is_array() {
+        return Err(bad(
+            "send one event object here; arrays go to /api/v1/audit/events/batch".into(),
+        ));
+    }
+    let event = check(&v, Utc::now()).map_err(bad)?;
+    let stored = append(&state, &caller, vec![event]).await?;
+    let e = &stored[0];
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "event_id": e.event_id,
+            "event_timestamp": format_time(&e.event_timestamp),
+            "message": "audit event created",
+        })),
+    ))
+}
+
+/// `POST /api/v1/audit/events/batch` (a JSON array, atomic) → 201 `{event_ids, message}` with
+/// the ids in input order.
+pub async fn create_batch(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Result<(StatusCode, Json<Value>), Problem> {
+    let Value::Array(items) = parse(&crate::ingest::read_body(&state, body).await?)? else {
+        return Err(bad("the body must be a JSON array of events".into()));
+    };
+    if items.is_empty() {
+        return Err(bad("the batch is empty".into()));
+    }
+    if items.len() > MAX_BATCH {
+        return Err(bad(format!(
+            "the batch holds {} events; at most {MAX_BATCH} are allowed",
+            items.len()
+        )));
+    }
+    let now = Utc::now();
+    let events = items
+        .iter()
+        .enumerate()
+        .map(|(i, v)| check(v, now).map_err(|why| bad(format!("event at index {i}: {why}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stored = append(&state, &caller, events).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "event_ids": stored.iter().map(|e| e.event_id).collect::<Vec<_>>(),
+            "message": format!("{} audit events created", stored.len()),
+        })),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(now: DateTime<Utc>) -> Value {
+        json!({
+            "version": "1.0",
+            "event_type": "gateway.signal.received",
+            "event_timestamp": format_time(&now),
+            "event_category": "gateway",
+            "event_action": "received",
+            "event_outcome": "success",
+            "actor_type": "service",
+            "actor_id": "gateway-service",
+            "resource_type": "Signal",
+            "resource_id": "fp-abc123",
+            "correlation_id": "rr-2025-001",
+            "namespace": null,
+            "event_data": {"event_type": "gateway.signal.received", "signal_name": "KubePodCrashLooping"}
+        })
+    }
+
+    #[test]
+    fn a_kubernaut_request_becomes_an_event() {
+        let now = Utc::now();
+        let e = check(&request(now), now).expect("valid");
+        assert_eq!(e.event_type, "gateway.signal.received");
+        assert_eq!(e.correlation_id.as_deref(), Some("rr-2025-001"));
+        assert_eq!(e.namespace, None, "null is absent");
+    }
+
+    #[test]
+    fn each_rule_of_the_api_is_enforced() {
+        let now = Utc::now();
+        type Change = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(&str, Change)> = vec![
+            (
+                "`version` is required",
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("version");
+                }),
+            ),
+            (
+                "`correlation_id` is required",
+                Box::new(|v| v["correlation_id"] = Value::Null),
+            ),
+            (
+                "`event_data` is required",
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("event_data");
+                }),
+            ),
+            (
+                "`event_category` must be one of",
+                Box::new(|v| v["event_category"] = json!("kitchen")),
+            ),
+            (
+                "`event_data.event_type` must equal",
+                Box::new(|v| v["event_data"]["event_type"] = json!("gateway.crd.created")),
+            ),
+            (
+                "is not an event type of this API",
+                Box::new(|v| {
+                    v["event_type"] = json!("gateway.signal.invented");
+                    v["event_data"]["event_type"] = json!("gateway.signal.invented");
+                }),
+            ),
+            (
+                "`event_type` must be a string of 1 to 100",
+                Box::new(|v| v["event_type"] = json!("x".repeat(101))),
+            ),
+            (
+                "`event_outcome`",
+                Box::new(|v| v["event_outcome"] = json!("maybe")),
+            ),
+            (
+                "in the future",
+                Box::new(move |v| {
+                    v["event_timestamp"] = json!(format_time(&(now + Duration::minutes(61))))
+                }),
+            ),
+            (
+                "7 days old",
+                Box::new(move |v| {
+                    v["event_timestamp"] = json!(format_time(&(now - Duration::days(8))))
+                }),
+            ),
+        ];
+        for (expected, change) in cases {
+            let mut v = request(now);
+            change(&mut v);
+            let err = check(&v, now).expect_err(expected);
+            assert!(err.contains(expected), "{expected}: got {err}");
+        }
+    }
+}
