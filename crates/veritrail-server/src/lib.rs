@@ -113,7 +113,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/proof/inclusion", get(proofs::inclusion))
         .route("/v1/proof/consistency", get(proofs::consistency))
         .route("/v1/export", get(proofs::export))
-        .route("/api/v1/audit/events", post(kubernaut::create))
+        .route(
+            "/api/v1/audit/events",
+            post(kubernaut::create).get(kubernaut::list),
+        )
         .route("/api/v1/audit/events/batch", post(kubernaut::create_batch))
         .route("/v1/admin/keys", post(admin::create).get(admin::list))
         .route("/v1/admin/keys/{id}", delete(admin::revoke))

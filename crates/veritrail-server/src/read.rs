@@ -39,7 +39,7 @@ pub fn event_json(e: &StoredEvent, extra: &[(&str, &str)]) -> Result<String, Pro
 }
 
 /// A JSON object answer assembled from members that are JSON text already (name, JSON text).
-fn object_answer(members: &[(&str, &str)]) -> Response {
+pub(crate) fn object_answer(members: &[(&str, &str)]) -> Response {
     let mut body = String::with_capacity(members.iter().map(|(k, v)| k.len() + v.len() + 4).sum());
     body.push('{');
     for (i, (name, value)) in members.iter().enumerate() {
@@ -57,7 +57,7 @@ fn object_answer(members: &[(&str, &str)]) -> Response {
 }
 
 /// A JSON array of JSON texts.
-fn array(items: &[String]) -> String {
+pub(crate) fn array(items: &[String]) -> String {
     let mut out = String::with_capacity(items.iter().map(|i| i.len() + 1).sum::<usize>() + 2);
     out.push('[');
     for (i, item) in items.iter().enumerate() {

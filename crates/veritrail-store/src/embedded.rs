@@ -15,7 +15,7 @@ use crate::checkpoints::{Checkpoints, SignedCheckpoint};
 use crate::error::StoreError;
 use crate::log::{Head, LogConfig, StoredEvent, TenantLog};
 use crate::query::{self, Page};
-use crate::{PendingAppend, QuerySpec, Store};
+use crate::{PendingAppend, QuerySpec, Store, WindowSpec};
 
 /// Shortest time between two checkpoints signed for one tenant.
 const MIN_ISSUE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
@@ -179,6 +179,28 @@ impl Store for EmbeddedStore {
             spec.filter,
             spec.order,
             spec.cursor,
+            spec.limit,
+        )
+    }
+
+    fn query_window(
+        &self,
+        tenant: &str,
+        spec: &WindowSpec<'_>,
+    ) -> Result<query::Window, StoreError> {
+        let Some(t) = self.tenant(tenant, false)? else {
+            return Ok(query::Window {
+                events: Vec::new(),
+                total: 0,
+            });
+        };
+        let reader = t.log.index_reader()?;
+        query::run_window(
+            &t.log,
+            &reader,
+            spec.filter,
+            spec.order,
+            spec.offset,
             spec.limit,
         )
     }

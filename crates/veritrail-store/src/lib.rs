@@ -41,6 +41,15 @@ pub struct QuerySpec<'a> {
     pub limit: usize,
 }
 
+/// A query by position: the results `[offset, offset + limit)` and their total.
+#[derive(Debug, Clone, Copy)]
+pub struct WindowSpec<'a> {
+    pub filter: &'a Filter,
+    pub order: Order,
+    pub offset: u64,
+    pub limit: usize,
+}
+
 /// What every storage engine provides. Reads are blocking (call them off the async runtime);
 /// appends are queued and resolved asynchronously so that concurrent requests share fsyncs.
 pub trait Store: Send + Sync + 'static {
@@ -66,6 +75,12 @@ pub trait Store: Send + Sync + 'static {
     /// The latest signed checkpoint if it covers at least `size` leaves, else a fresh one. Proofs
     /// use it: every proof appends an access event, so "fresh to the head" would mean a new
     /// signature for every proof.
+    /// The results `[offset, offset + limit)` of a query and the number of all its results.
+    fn query_window(
+        &self,
+        tenant: &str,
+        spec: &WindowSpec<'_>,
+    ) -> Result<query::Window, StoreError>;
     fn checkpoint_covering(&self, tenant: &str, size: u64) -> Result<SignedCheckpoint, StoreError>;
     /// Every producer's sequence state (gaps in `producer_seq`: the capture-rate signal).
     fn producers(&self, tenant: &str) -> Result<Vec<producers::ProducerStatus>, StoreError>;

@@ -95,6 +95,70 @@ pub fn run(
     })
 }
 
+/// One window of results by position, with the number of all results (offset pagination, for
+/// APIs that need a total).
+#[derive(Debug, Clone)]
+pub struct Window {
+    pub events: Vec<Hit>,
+    /// Every result of the filter, not just this window's.
+    pub total: u64,
+}
+
+/// Runs a query for the results `[offset, offset + limit)` in `order` and counts them all. When
+/// the driving index implies the whole filter only the window's records are read; otherwise
+/// every candidate is read to be checked.
+pub fn run_window(
+    log: &TenantLog,
+    reader: &IndexReader,
+    filter: &Filter,
+    order: Order,
+    offset: u64,
+    limit: usize,
+) -> Result<Window, StoreError> {
+    let (lo, hi) = bounds(filter);
+    let covered = crate::index::covers(filter);
+    let mut events = Vec::new();
+    let mut total = 0u64;
+    let mut failure: Option<StoreError> = None;
+    let end = offset.saturating_add(limit as u64);
+    reader.scan(filter, lo, hi, order == Order::Desc, |key| {
+        let in_window = (offset..end).contains(&total);
+        let read = if covered && !in_window {
+            None
+        } else {
+            match log.read(reader, key.1) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    failure = Some(e);
+                    return Ok(false);
+                }
+            }
+        };
+        let matches = covered
+            || match read.as_ref().map(StoredEvent::leaf) {
+                Some(Ok(leaf)) => filter.matches_leaf(leaf.event()),
+                Some(Err(e)) => {
+                    failure = Some(e);
+                    return Ok(false);
+                }
+                None => false,
+            };
+        if matches {
+            if in_window {
+                if let Some(event) = read {
+                    events.push(Hit { key, event });
+                }
+            }
+            total += 1;
+        }
+        Ok(true)
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(Window { events, total })
+}
+
 /// The `[lo, hi)` range of sort keys the filter's time bounds allow.
 fn bounds(filter: &Filter) -> (SortKey, SortKey) {
     let lo = filter

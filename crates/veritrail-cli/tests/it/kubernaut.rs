@@ -124,4 +124,55 @@ fn kubernaut_writes_are_ordinary_events() {
             Some(&request(&corr, "gateway.signal.received", "gateway")),
         )
         .problem(401);
+
+    // The query API: newest first, offset pagination with the total.
+    let q = |params: &str| {
+        server.get_as(
+            &auditor,
+            &format!("/api/v1/audit/events?correlation_id={corr}{params}"),
+        )
+    };
+    let page = q("&limit=3").ok_json();
+    assert_eq!(
+        page["pagination"],
+        json!({"limit": 3, "offset": 0, "total": 4, "has_more": true})
+    );
+    let data = page["data"].as_array().unwrap();
+    assert_eq!(data.len(), 3);
+    assert!(
+        data.windows(2)
+            .all(|w| w[0]["event_timestamp"].as_str() >= w[1]["event_timestamp"].as_str()),
+        "{page}"
+    );
+    assert!(data[0]["event_date"].is_string(), "{page}");
+    let rest = q("&limit=3&offset=3").ok_json();
+    assert_eq!(rest["pagination"]["has_more"], false);
+    assert_eq!(rest["data"].as_array().unwrap().len(), 1);
+    let mut seen: Vec<&str> = data
+        .iter()
+        .chain(rest["data"].as_array().unwrap())
+        .map(|e| e["event_id"].as_str().unwrap())
+        .collect();
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 4, "pages overlap or miss events");
+    let filtered = q("&event_category=orchestration&event_outcome=success").ok_json();
+    assert_eq!(filtered["pagination"]["total"], 2);
+    let detail =
+        q("&detail_key=event_type&detail_value=workflowexecution.workflow.started").ok_json();
+    assert_eq!(detail["pagination"]["total"], 1);
+    for bad in [
+        "&limit=0",
+        "&limit=1001",
+        "&offset=-1",
+        "&detail_key=task_id",
+        "&detail_key=bad-key&detail_value=x",
+        "&event_outcome=maybe",
+        "&colour=red",
+    ] {
+        q(bad).problem(400);
+    }
+    server
+        .get_as(&producer, "/api/v1/audit/events")
+        .problem(403);
 }

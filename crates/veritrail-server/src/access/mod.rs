@@ -82,6 +82,7 @@ pub fn required(method: &Method, path: &str) -> Action {
             Action::Write
         }
         (true, "/v1/events" | "/v1/events/{event_id}" | "/v1/producers") => Action::Read,
+        (true, "/api/v1/audit/events") => Action::Read,
         (true, "/v1/correlations/{id}/timeline") => Action::Read,
         (true, "/v1/checkpoint" | "/v1/proof/inclusion" | "/v1/proof/consistency") => Action::Prove,
         (true, "/v1/export") => Action::Prove,

@@ -1,5 +1,6 @@
-//! Kubernaut's DataStorage audit write API, drop-in: `POST /api/v1/audit/events` and
-//! `POST /api/v1/audit/events/batch`, with that API's request checks, status codes and answers.
+//! Kubernaut's DataStorage audit API, drop-in: `POST /api/v1/audit/events`,
+//! `POST /api/v1/audit/events/batch` and `GET /api/v1/audit/events`, with that API's request
+//! checks, status codes and answers.
 //!
 //! A Kubernaut request is a Veritrail event with stricter rules (its OpenAPI description's
 //! `AuditEventRequest`): `version`, `correlation_id` and `event_data` are required,
@@ -12,13 +13,15 @@ pub mod event_types;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 use veritrail_core::event::{format_time, Event};
+use veritrail_core::query::Filter;
+use veritrail_store::{Order, WindowSpec};
 
 use crate::access::Caller;
 use crate::problem::Problem;
@@ -215,6 +218,114 @@ pub async fn create_batch(
             "message": format!("{} audit events created", stored.len()),
         })),
     ))
+}
+
+/// Default page size of `GET /api/v1/audit/events`.
+const DEFAULT_LIMIT: usize = 50;
+/// Largest page.
+const MAX_LIMIT: usize = 1000;
+
+/// The query parameters of `GET /api/v1/audit/events` as a filter, a limit and an offset.
+fn query_params(
+    params: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<(Filter, usize, u64), Problem> {
+    let mut filter = Filter::default();
+    let (mut limit, mut offset) = (DEFAULT_LIMIT, 0u64);
+    let (mut detail_key, mut detail_value) = (None, None);
+    for (name, value) in params {
+        match name.as_str() {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=MAX_LIMIT).contains(l))
+                    .ok_or_else(|| bad(format!("`limit` must be from 1 to {MAX_LIMIT}")))?
+            }
+            "offset" => {
+                offset = value
+                    .parse()
+                    .map_err(|_| bad("`offset` must be a whole number, 0 or more".into()))?
+            }
+            "event_outcome" if !["success", "failure", "pending"].contains(&value.as_str()) => {
+                return Err(bad(
+                    "`event_outcome` must be success, failure or pending".into()
+                ))
+            }
+            "detail_key" => {
+                if value.is_empty() || !value.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                {
+                    return Err(bad(
+                        "`detail_key` must be letters, digits and underscores".into()
+                    ));
+                }
+                detail_key = Some(value.clone());
+            }
+            "detail_value" => detail_value = Some(value.clone()),
+            "event_type" | "event_category" | "event_outcome" | "severity" | "correlation_id"
+            | "since" | "until" => filter
+                .add(name, value, now)
+                .map_err(|e| bad(e.to_string()))?,
+            other => return Err(bad(format!("unknown parameter `{other}`"))),
+        }
+    }
+    match (detail_key, detail_value) {
+        (Some(k), Some(v)) => filter
+            .add(&format!("data.{k}"), &v, now)
+            .map_err(|e| bad(e.to_string()))?,
+        (None, None) => {}
+        _ => return Err(bad("`detail_key` and `detail_value` go together".into())),
+    }
+    Ok((filter, limit, offset))
+}
+
+/// `GET /api/v1/audit/events`: newest first, `{data, pagination{limit, offset, total, has_more}}`.
+pub async fn list(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    Query(params): Query<Vec<(String, String)>>,
+) -> Result<axum::response::Response, Problem> {
+    let (filter, limit, offset) = query_params(&params, Utc::now())?;
+    let pairs = filter.to_pairs();
+    let (store, tenant) = (state.store.clone(), caller.tenant.clone());
+    let window = crate::blocking(move || {
+        let spec = WindowSpec {
+            filter: &filter,
+            order: Order::Desc,
+            offset,
+            limit,
+        };
+        store.query_window(&tenant, &spec).map_err(Problem::from)
+    })
+    .await?;
+    let details = json!({
+        "filters": crate::proofs::pairs_json(&pairs),
+        "offset": offset,
+        "results": window.events.len(),
+        "total": window.total,
+    });
+    crate::access::record(&state, &caller, "access.query", details).await?;
+    let mut data = Vec::with_capacity(window.events.len());
+    for hit in &window.events {
+        let date = chrono::DateTime::from_timestamp_micros(hit.key.0)
+            .map(|t| format!("\"{}\"", t.format("%Y-%m-%d")))
+            .unwrap_or_else(|| "null".into());
+        data.push(crate::read::event_json(
+            &hit.event,
+            &[("event_date", &date)],
+        )?);
+    }
+    let returned = data.len() as u64;
+    let pagination = json!({
+        "limit": limit,
+        "offset": offset,
+        "total": window.total,
+        "has_more": offset.saturating_add(returned) < window.total,
+    });
+    Ok(crate::read::object_answer(&[
+        ("data", &crate::read::array(&data)),
+        ("pagination", &pagination.to_string()),
+    ]))
 }
 
 #[cfg(test)]
