@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod event;
 pub mod hash;
 pub mod json;
+pub mod k8s;
 pub mod merkle;
 pub mod note;
 pub mod query;

@@ -109,9 +109,44 @@ async fn ingest(
     ))
 }
 
+/// Appends `events` for `caller` (atomically; a person's key writes as that person) and waits
+/// until they are durable. Returns the events as stored and the log's answer.
+pub(crate) async fn append_as(
+    state: &AppState,
+    caller: &Caller,
+    mut events: Vec<Event>,
+) -> Result<(Vec<Event>, veritrail_store::Appended), Problem> {
+    if let Some(person) = caller.person() {
+        for e in &mut events {
+            e.actor_type = "user".into();
+            e.actor_id = person.to_string();
+        }
+    }
+    let store = state.store.clone();
+    let tenant = caller.tenant.clone();
+    let stored = events.clone();
+    let pending =
+        crate::blocking(move || store.append(&tenant, events).map_err(Problem::from)).await?;
+    let appended = pending.await.map_err(|_| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Shutting down",
+            "the writer stopped",
+        )
+    })??;
+    Ok((stored, appended))
+}
+
 /// Reads a request body of at most `max_body_bytes` (413 beyond), within `BODY_TIMEOUT` (408).
 pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, Problem> {
-    let limit = state.config.max_body_bytes;
+    read_body_limited(body, state.config.max_body_bytes).await
+}
+
+/// Reads a request body of at most `limit` bytes (413 beyond), within `BODY_TIMEOUT` (408).
+pub(crate) async fn read_body_limited(
+    body: Body,
+    limit: usize,
+) -> Result<axum::body::Bytes, Problem> {
     // A slow sender holds resources (an ingest permit, a connection): give it a bounded time.
     tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, limit))
         .await

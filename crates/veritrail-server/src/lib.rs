@@ -14,6 +14,7 @@ pub mod problem;
 pub mod proofs;
 pub mod read;
 pub mod tls;
+pub mod webhook;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,6 +107,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(ingest::post_events).get(read::list_events),
         )
         .route("/v1/events/{event_id}", get(read::get_event))
+        .route("/v1/ingest/kubernetes", post(webhook::kubernetes))
         .route("/v1/correlations/{id}/timeline", get(read::timeline))
         .route("/v1/producers", get(read::producers))
         .route("/v1/checkpoint", get(proofs::checkpoint))

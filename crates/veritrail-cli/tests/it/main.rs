@@ -11,3 +11,4 @@ mod damage;
 mod export_verify;
 mod kubernaut;
 mod tls;
+mod webhook;

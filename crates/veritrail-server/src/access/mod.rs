@@ -76,11 +76,13 @@ pub fn required(method: &Method, path: &str) -> Action {
     match (read, path) {
         (_, "/healthz" | "/readyz") => Action::Public,
         (true, "/v1/key") => Action::AnyKey,
-        (false, "/v1/events" | "/api/v1/audit/events" | "/api/v1/audit/events/batch")
-            if *method == Method::POST =>
-        {
-            Action::Write
-        }
+        (
+            false,
+            "/v1/events"
+            | "/api/v1/audit/events"
+            | "/api/v1/audit/events/batch"
+            | "/v1/ingest/kubernetes",
+        ) if *method == Method::POST => Action::Write,
         (true, "/v1/events" | "/v1/events/{event_id}" | "/v1/producers") => Action::Read,
         (true, "/api/v1/audit/events") => Action::Read,
         (true, "/v1/correlations/{id}/timeline") => Action::Read,

@@ -133,33 +133,6 @@ fn parse(body: &[u8]) -> Result<Value, Problem> {
     veritrail_core::json::from_slice(body).map_err(|e| bad(format!("malformed JSON: {e}")))
 }
 
-/// Appends `events` for `caller` (atomically) and waits until they are durable.
-async fn append(
-    state: &AppState,
-    caller: &Caller,
-    mut events: Vec<Event>,
-) -> Result<Vec<Event>, Problem> {
-    if let Some(person) = caller.person() {
-        for e in &mut events {
-            e.actor_type = "user".into();
-            e.actor_id = person.to_string();
-        }
-    }
-    let store = state.store.clone();
-    let tenant = caller.tenant.clone();
-    let stored = events.clone();
-    let pending =
-        crate::blocking(move || store.append(&tenant, events).map_err(Problem::from)).await?;
-    pending.await.map_err(|_| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Shutting down",
-            "the writer stopped",
-        )
-    })??;
-    Ok(stored)
-}
-
 /// `POST /api/v1/audit/events` → 201 `{event_id, event_timestamp, message}`.
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -173,7 +146,9 @@ pub async fn create(
         ));
     }
     let event = check(&v, Utc::now()).map_err(bad)?;
-    let stored = append(&state, &caller, vec![event]).await?;
+    let stored = crate::ingest::append_as(&state, &caller, vec![event])
+        .await?
+        .0;
     let e = &stored[0];
     Ok((
         StatusCode::CREATED,
@@ -210,7 +185,7 @@ pub async fn create_batch(
         .enumerate()
         .map(|(i, v)| check(v, now).map_err(|why| bad(format!("event at index {i}: {why}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let stored = append(&state, &caller, events).await?;
+    let stored = crate::ingest::append_as(&state, &caller, events).await?.0;
     Ok((
         StatusCode::CREATED,
         Json(json!({
