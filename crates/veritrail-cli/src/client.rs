@@ -102,6 +102,19 @@ impl Client {
         r
     }
 
+    /// POST JSON and return the status and body whatever the status (for callers that handle
+    /// particular refusals themselves).
+    pub fn post_json_raw(&self, path: &str, body: Vec<u8>) -> anyhow::Result<(u16, String)> {
+        let resp = self
+            .request(reqwest::Method::POST, path)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .with_context(|| self.unreachable())?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().unwrap_or_default()))
+    }
+
     /// DELETE; the response must be a success.
     pub fn delete(&self, path: &str) -> anyhow::Result<reqwest::blocking::Response> {
         let resp = self

@@ -16,6 +16,7 @@ mod bench;
 mod bench_pg;
 mod client;
 mod filters;
+mod import;
 mod keys;
 mod serve;
 
@@ -53,6 +54,8 @@ enum Command {
         #[command(subcommand)]
         command: admin::KeyCommand,
     },
+    /// Import existing audit logs (Kubernetes, CloudTrail, NDJSON) into a running server.
+    Import(import::ImportArgs),
     /// Create, list and revoke API keys (through the server, with an admin key).
     Keys {
         #[command(subcommand)]
@@ -78,6 +81,7 @@ fn main() -> ExitCode {
         Command::Fsck(args) => admin::fsck(args),
         Command::Reindex(args) => admin::reindex(args),
         Command::Key { command } => admin::key(command),
+        Command::Import(args) => import::run(args),
         Command::Keys { command } => keys::run(command),
         Command::Bench(args) => bench::run(args),
     };

@@ -5,6 +5,7 @@
 pub mod bundle;
 pub mod canonical;
 pub mod checkpoint;
+pub mod cloudtrail;
 pub mod event;
 pub mod hash;
 pub mod json;

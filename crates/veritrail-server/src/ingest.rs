@@ -101,7 +101,9 @@ async fn ingest(
     let receipts: Vec<Value> = appended
         .receipts
         .iter()
-        .map(|r| json!({"event_id": r.event_id, "seq": r.seq, "leaf_hash": to_b64(&r.leaf_hash)}))
+        .map(|r| {
+            json!({"event_id": r.event_id, "seq": r.seq, "leaf_hash": to_b64(&r.leaf_hash), "duplicate": r.duplicate})
+        })
         .collect();
     Ok((
         n,

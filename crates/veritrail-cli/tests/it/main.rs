@@ -9,6 +9,7 @@ mod bench;
 mod crash;
 mod damage;
 mod export_verify;
+mod import;
 mod kubernaut;
 mod tls;
 mod webhook;
