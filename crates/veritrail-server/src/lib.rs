@@ -120,6 +120,18 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(kubernaut::create).get(kubernaut::list),
         )
         .route("/api/v1/audit/events/batch", post(kubernaut::create_batch))
+        .route(
+            "/api/v1/audit/verify-chain",
+            post(kubernaut::chain::verify_chain),
+        )
+        .route(
+            "/api/v1/audit/legal-hold",
+            get(kubernaut::chain::legal_hold).post(kubernaut::chain::legal_hold),
+        )
+        .route(
+            "/api/v1/audit/legal-hold/{correlation_id}",
+            delete(kubernaut::chain::legal_hold),
+        )
         .route("/v1/admin/keys", post(admin::create).get(admin::list))
         .route("/v1/admin/keys/{id}", delete(admin::revoke))
         .route("/healthz", get(observe::healthz))

@@ -175,4 +175,85 @@ fn kubernaut_writes_are_ordinary_events() {
     server
         .get_as(&producer, "/api/v1/audit/events")
         .problem(403);
+
+    // verify-chain answers from the Merkle log, in Kubernaut's shape.
+    let verify = |key: &str, body: &Value| {
+        server.call(
+            Method::POST,
+            "/api/v1/audit/verify-chain",
+            Some(key),
+            None,
+            Some(body),
+        )
+    };
+    let ok = verify(&auditor, &json!({"correlation_id": corr})).ok_json();
+    assert_eq!(ok["is_valid"], true, "{ok}");
+    assert_eq!(
+        (ok["total_events"].as_u64(), ok["verified_events"].as_u64()),
+        (Some(4), Some(4))
+    );
+    assert!(ok["verification_time"].is_string() && ok["message"].is_string());
+    let none = verify(&auditor, &json!({"correlation_id": "no-such-operation"})).ok_json();
+    assert_eq!(
+        (none["is_valid"].as_bool(), none["total_events"].as_u64()),
+        (Some(true), Some(0))
+    );
+    verify(&auditor, &json!({})).problem(400);
+    verify(&producer, &json!({"correlation_id": corr})).problem(403);
+    // Legal holds wait for retention: a clear 501, to the roles that may hold.
+    let legal = key(&server, "legal");
+    server
+        .get_as(&legal, "/api/v1/audit/legal-hold")
+        .problem(501);
+    server
+        .get_as(&auditor, "/api/v1/audit/legal-hold")
+        .problem(403);
+}
+
+/// A flipped byte in a stored event: verify-chain says so instead of answering "valid".
+#[test]
+fn verify_chain_reports_a_damaged_event() {
+    let scratch = support::Scratch::new();
+    let data = scratch.data();
+    let mut server = Server::start_authenticated(&data, ADMIN);
+    let (producer, auditor) = (key(&server, "producer"), key(&server, "auditor"));
+    let corr = support::corr("tamper");
+    let batch = Value::Array(
+        (0..5)
+            .map(|i| {
+                let mut r = request(&corr, "gateway.signal.received", "gateway");
+                r["event_data"]["n"] = json!(i);
+                r
+            })
+            .collect(),
+    );
+    let r = server.call(
+        Method::POST,
+        "/api/v1/audit/events/batch",
+        Some(&producer),
+        None,
+        Some(&batch),
+    );
+    assert_eq!(r.status, 201, "{}", r.text);
+    server.stop();
+    let seg = support::newest_segment(&data);
+    let mut bytes = std::fs::read(&seg).expect("segment");
+    let at = support::find(&bytes, b"\"n\":2").expect("the third event in the segment");
+    bytes[at + 4] ^= 0x01;
+    std::fs::write(&seg, &bytes).expect("write");
+    let server = Server::start_authenticated(&data, ADMIN);
+    let answer = server
+        .call(
+            Method::POST,
+            "/api/v1/audit/verify-chain",
+            Some(&auditor),
+            None,
+            Some(&json!({"correlation_id": corr})),
+        )
+        .ok_json();
+    assert_eq!(answer["is_valid"], false, "{answer}");
+    assert!(
+        !answer["tampered_events"].as_array().unwrap().is_empty(),
+        "{answer}"
+    );
 }

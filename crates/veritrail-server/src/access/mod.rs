@@ -47,6 +47,8 @@ pub enum Action {
     Read,
     /// Proofs and exports.
     Prove,
+    /// Legal holds.
+    Hold,
     /// Keys and settings.
     Admin,
     /// What spans tenants (metrics): cross-tenant admin keys only.
@@ -64,6 +66,7 @@ impl Action {
                 Role::Reader | Role::Auditor | Role::Legal | Role::Admin
             ),
             Action::Prove => matches!(role, Role::Auditor | Role::Admin),
+            Action::Hold => matches!(role, Role::Legal | Role::Admin),
             Action::Admin | Action::Operate => role == Role::Admin,
         }
     }
@@ -88,6 +91,10 @@ pub fn required(method: &Method, path: &str) -> Action {
         (true, "/v1/correlations/{id}/timeline") => Action::Read,
         (true, "/v1/checkpoint" | "/v1/proof/inclusion" | "/v1/proof/consistency") => Action::Prove,
         (true, "/v1/export") => Action::Prove,
+        (false, "/api/v1/audit/verify-chain") => Action::Prove,
+        (_, "/api/v1/audit/legal-hold" | "/api/v1/audit/legal-hold/{correlation_id}") => {
+            Action::Hold
+        }
         (true, "/metrics") => Action::Operate,
         _ => Action::Admin,
     }
@@ -501,11 +508,14 @@ mod tests {
             (Role::Producer, vec![A::AnyKey, A::Write]),
             (Role::Reader, vec![A::AnyKey, A::Read]),
             (Role::Auditor, vec![A::AnyKey, A::Read, A::Prove]),
-            (Role::Legal, vec![A::AnyKey, A::Read]),
-            (Role::Admin, vec![A::AnyKey, A::Read, A::Prove, A::Admin]),
+            (Role::Legal, vec![A::AnyKey, A::Read, A::Hold]),
+            (
+                Role::Admin,
+                vec![A::AnyKey, A::Read, A::Prove, A::Hold, A::Admin],
+            ),
         ];
         for (role, allowed) in table {
-            for action in [A::AnyKey, A::Write, A::Read, A::Prove, A::Admin] {
+            for action in [A::AnyKey, A::Write, A::Read, A::Prove, A::Hold, A::Admin] {
                 assert_eq!(
                     action.permits(role),
                     allowed.contains(&action),

@@ -8,6 +8,7 @@
 //! one of the event types it knows, and the event time must be recent. What passes is stored as an
 //! ordinary event: the native API, proofs and exports see it.
 
+pub mod chain;
 pub mod event_types;
 
 use std::sync::Arc;

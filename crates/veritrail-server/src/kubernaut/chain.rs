@@ -1,0 +1,126 @@
+//! Kubernaut's `POST /api/v1/audit/verify-chain`, answered from the Merkle log, and its legal-hold
+//! routes, which wait for the retention work.
+//!
+//! Kubernaut verifies a hash chain per correlation id. Here every event of the correlation id is
+//! read back verified (checksum, and leaf hash against the tree) and proven included in the
+//! latest signed checkpoint that covers it; the answer keeps Kubernaut's shape.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+use veritrail_core::event::format_time;
+use veritrail_core::hash::to_b64;
+use veritrail_core::merkle;
+use veritrail_core::query::Filter;
+use veritrail_store::{Order, QuerySpec, StoreError};
+
+use crate::access::Caller;
+use crate::problem::Problem;
+use crate::AppState;
+
+/// `POST /api/v1/audit/verify-chain` with `{"correlation_id"}` → 200 with `is_valid`, counts and
+/// the events that failed (also when some did: `is_valid: false`).
+pub async fn verify_chain(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+    body: Body,
+) -> Result<Json<Value>, Problem> {
+    let bytes = crate::ingest::read_body(&state, body).await?;
+    let req = veritrail_core::json::from_slice(&bytes)
+        .map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
+    let corr = req
+        .get("correlation_id")
+        .and_then(Value::as_str)
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| Problem::bad_request("Field 'correlation_id' is required"))?
+        .to_string();
+    let (store, tenant, id) = (state.store.clone(), caller.tenant.clone(), corr.clone());
+    let answer = crate::blocking(move || {
+        let mut filter = Filter::default();
+        filter.exact.push(("correlation_id".into(), id.clone()));
+        let (mut events, mut tampered, mut cursor) = (Vec::new(), Vec::new(), None);
+        loop {
+            let spec = QuerySpec {
+                filter: &filter,
+                order: Order::Asc,
+                cursor,
+                limit: 1000,
+            };
+            match store.query(&tenant, &spec) {
+                Ok(page) => {
+                    events.extend(page.events);
+                    match page.next_cursor {
+                        Some(c) => cursor = Some(c),
+                        None => break,
+                    }
+                }
+                // A record that fails its checks stops the read: report it, do not serve it.
+                Err(StoreError::Damaged(why)) => {
+                    tampered.push(json!({"message": why}));
+                    break;
+                }
+                Err(e) => return Err(Problem::from(e)),
+            }
+        }
+        let last = events.iter().map(|h| h.event.seq).max();
+        let cp = match last {
+            Some(seq) => Some(store.checkpoint_covering(&tenant, seq + 1)?),
+            None => None,
+        };
+        let mut verified = 0u64;
+        for hit in &events {
+            let e = &hit.event;
+            let Some(cp) = &cp else { break };
+            let (size, root) = (cp.checkpoint.size, cp.checkpoint.root);
+            let proof = store.inclusion_proof(&tenant, e.seq, size)?;
+            match merkle::verify_inclusion(e.seq, size, &e.leaf_hash, &proof, &root) {
+                Ok(()) => verified += 1,
+                Err(why) => tampered.push(json!({
+                    "event_id": e.leaf().ok().and_then(|l| l.event_id()).map(|u| u.to_string()),
+                    "event_timestamp": chrono::DateTime::from_timestamp_micros(hit.key.0).map(|t| format_time(&t)),
+                    "expected_hash": to_b64(&root),
+                    "actual_hash": to_b64(&e.leaf_hash),
+                    "message": format!("not included in the signed tree of size {size}: {why}"),
+                })),
+            }
+        }
+        let total = events.len() as u64 + tampered.iter().filter(|t| t["event_id"].is_null()).count() as u64;
+        let valid = tampered.is_empty();
+        let message = match (&cp, valid) {
+            (_, false) => format!("{} of {total} events failed verification", tampered.len()),
+            (Some(cp), true) => format!(
+                "all {verified} events are intact and included in the signed checkpoint of size {}",
+                cp.checkpoint.size
+            ),
+            (None, true) => "no events for this correlation id".to_string(),
+        };
+        Ok(json!({
+            "correlation_id": id,
+            "is_valid": valid,
+            "total_events": total,
+            "verified_events": verified,
+            "tampered_events": tampered,
+            "verification_time": format_time(&chrono::Utc::now()),
+            "message": message,
+        }))
+    })
+    .await?;
+    let details =
+        json!({"proof": "verify-chain", "correlation_id": corr, "results": answer["total_events"]});
+    crate::access::record(&state, &caller, "access.proof", details).await?;
+    Ok(Json(answer))
+}
+
+/// Kubernaut's legal-hold routes: 501 until retention exists.
+pub async fn legal_hold() -> Problem {
+    Problem::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "Not implemented",
+        "legal holds come with retention, which is not built yet; until then nothing is ever \
+         deleted, so every event is kept as if it were held",
+    )
+}
