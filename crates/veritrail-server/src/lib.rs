@@ -124,6 +124,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/api/v1/audit/verify-chain",
             post(kubernaut::chain::verify_chain),
         )
+        .route("/api/v1/audit/export", get(kubernaut::export::export))
         .route(
             "/api/v1/audit/legal-hold",
             get(kubernaut::chain::legal_hold).post(kubernaut::chain::legal_hold),

@@ -200,6 +200,47 @@ fn kubernaut_writes_are_ordinary_events() {
     );
     verify(&auditor, &json!({})).problem(400);
     verify(&producer, &json!({"correlation_id": corr})).problem(403);
+    // Kubernaut's export: its shape, each event proven in the signed checkpoint it carries.
+    let export = server
+        .get_as(
+            &auditor,
+            &format!("/api/v1/audit/export?correlation_id={corr}&include_detached_signature=true"),
+        )
+        .ok_json();
+    let meta = &export["export_metadata"];
+    assert_eq!(meta["total_events"], 4, "{export}");
+    assert_eq!(export["hash_chain_verification"]["broken_chain_events"], 0);
+    assert!(
+        meta["signature"]
+            .as_str()
+            .unwrap()
+            .contains("\n— veritrail "),
+        "{meta}"
+    );
+    assert_eq!(export["detached_signature"], meta["signature"]);
+    let vkey = server.get_as(&auditor, "/v1/key").text;
+    let cp = support::open_note(meta["checkpoint"].as_str().unwrap(), vkey.trim());
+    for e in export["events"].as_array().unwrap() {
+        let proof: Vec<_> = e["inclusion_proof"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| veritrail_core::hash::from_b64(p.as_str().unwrap()).unwrap())
+            .collect();
+        let leaf = veritrail_core::hash::from_b64(e["event_hash"].as_str().unwrap()).unwrap();
+        let index = e["leaf_index"].as_u64().unwrap();
+        veritrail_core::merkle::verify_inclusion(index, cp.size, &leaf, &proof, &cp.root)
+            .expect("every exported event is in the signed tree");
+    }
+    server
+        .get_as(&auditor, "/api/v1/audit/export?start_time=yesterday")
+        .problem(400);
+    server
+        .get_as(&auditor, "/api/v1/audit/export?redact_pii=true")
+        .problem(501);
+    server
+        .get_as(&producer, "/api/v1/audit/export")
+        .problem(403);
     // Legal holds wait for retention: a clear 501, to the roles that may hold.
     let legal = key(&server, "legal");
     server

@@ -91,7 +91,7 @@ pub fn required(method: &Method, path: &str) -> Action {
         (true, "/v1/correlations/{id}/timeline") => Action::Read,
         (true, "/v1/checkpoint" | "/v1/proof/inclusion" | "/v1/proof/consistency") => Action::Prove,
         (true, "/v1/export") => Action::Prove,
-        (false, "/api/v1/audit/verify-chain") => Action::Prove,
+        (false, "/api/v1/audit/verify-chain") | (true, "/api/v1/audit/export") => Action::Prove,
         (_, "/api/v1/audit/legal-hold" | "/api/v1/audit/legal-hold/{correlation_id}") => {
             Action::Hold
         }

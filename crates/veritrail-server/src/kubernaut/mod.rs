@@ -10,6 +10,7 @@
 
 pub mod chain;
 pub mod event_types;
+pub mod export;
 
 use std::sync::Arc;
 
