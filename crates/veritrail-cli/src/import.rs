@@ -150,7 +150,7 @@ enum Sent {
 fn map(format: Format, value: &Value) -> Result<Vec<Event>, String> {
     match format {
         Format::KubernetesAudit => veritrail_core::k8s::events_of(value)?
-            .into_iter()
+            .iter()
             .map(veritrail_core::k8s::to_event)
             .collect(),
         Format::Cloudtrail => veritrail_core::cloudtrail::records_of(value)?

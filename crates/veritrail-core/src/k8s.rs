@@ -35,17 +35,105 @@ const KEPT: [&str; 16] = [
     "responseObject",
 ];
 
-/// The audit events of a webhook body or a log line: an `EventList`'s items, or one `Event`.
-pub fn events_of(body: &Value) -> Result<Vec<&Value>, String> {
+/// The audit events of a webhook body or a log line: an `EventList`'s items, one `Event`, or one
+/// event in a managed cluster's wrapper (GKE's Cloud Logging entry with a `protoPayload`, AKS's
+/// diagnostic record whose `properties.log` holds the event as an object or a JSON string).
+pub fn events_of(body: &Value) -> Result<Vec<Value>, String> {
     match body.get("kind").and_then(Value::as_str) {
-        Some("EventList") => body
-            .get("items")
-            .and_then(Value::as_array)
-            .map(|items| items.iter().collect())
-            .ok_or_else(|| "an EventList without `items`".to_string()),
-        Some("Event") => Ok(vec![body]),
-        _ => Err("not an audit.k8s.io Event or EventList (`kind` is missing or other)".into()),
+        Some("EventList") => {
+            return body
+                .get("items")
+                .and_then(Value::as_array)
+                .cloned()
+                .ok_or_else(|| "an EventList without `items`".to_string())
+        }
+        Some("Event") => return Ok(vec![body.clone()]),
+        _ => {}
     }
+    if let Some(log) = body.get("properties").and_then(|p| p.get("log")) {
+        let inner = match log {
+            Value::String(text) => serde_json::from_str(text)
+                .map_err(|e| format!("`properties.log` is not JSON: {e}"))?,
+            other => other.clone(),
+        };
+        return events_of(&inner);
+    }
+    if let Some(proto) = body.get("protoPayload") {
+        return Ok(vec![from_gke(body, proto)?]);
+    }
+    Err("not an audit.k8s.io Event or EventList (`kind` is missing or other)".into())
+}
+
+/// HTTP status of a google.rpc status code.
+fn http_code(grpc: i64) -> i64 {
+    match grpc {
+        0 => 200,
+        3 => 400,
+        16 => 401,
+        7 => 403,
+        5 => 404,
+        6 => 409,
+        8 => 429,
+        _ => 500,
+    }
+}
+
+/// A GKE Cloud Logging entry as the audit event it records.
+fn from_gke(entry: &Value, proto: &Value) -> Result<Value, String> {
+    let text = |v: &Value, name: &str| v.get(name).and_then(Value::as_str).map(str::to_string);
+    let method = text(proto, "methodName").ok_or("`protoPayload.methodName` is missing")?;
+    if !method.starts_with("io.k8s.") {
+        return Err(format!("`{method}` is not a Kubernetes API call"));
+    }
+    let verb = method.rsplit('.').next().unwrap_or_default().to_string();
+    let time = text(entry, "timestamp")
+        .or_else(|| text(proto, "timestamp"))
+        .ok_or("no `timestamp`")?;
+    // `core/v1/namespaces/<ns>/<resource>/<name>[/<subresource>]` or `<group>/<version>/<resource>…`
+    let path = text(proto, "resourceName").unwrap_or_default();
+    let parts: Vec<&str> = path.split('/').collect();
+    let mut object = serde_json::Map::new();
+    if parts.len() >= 3 {
+        let group = if parts[0] == "core" { "" } else { parts[0] };
+        object.insert("apiGroup".into(), json!(group));
+        object.insert("apiVersion".into(), json!(parts[1]));
+        let rest = if parts.get(2) == Some(&"namespaces") && parts.len() >= 5 {
+            object.insert("namespace".into(), json!(parts[3]));
+            &parts[4..]
+        } else {
+            &parts[2..]
+        };
+        for (key, value) in ["resource", "name", "subresource"].iter().zip(rest) {
+            object.insert((*key).into(), json!(value));
+        }
+    }
+    let code = proto
+        .get("status")
+        .and_then(|s| s.get("code"))
+        .and_then(Value::as_i64)
+        .map_or(200, http_code);
+    let meta = proto.get("requestMetadata").cloned().unwrap_or(Value::Null);
+    // The entry's own id, else its content: the same entry always gives the same audit id.
+    let audit_id = text(entry, "insertId").unwrap_or_else(|| {
+        let digest = Sha256::digest(entry.to_string().as_bytes());
+        digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    });
+    Ok(json!({
+        "kind": "Event",
+        "apiVersion": "audit.k8s.io/v1",
+        "level": "Metadata",
+        "auditID": audit_id,
+        "stage": "ResponseComplete",
+        "requestURI": format!("/{path}"),
+        "verb": verb,
+        "user": {"username": proto["authenticationInfo"]["principalEmail"].as_str().unwrap_or("system:unknown")},
+        "sourceIPs": meta.get("callerIp").map(|ip| json!([ip])).unwrap_or(json!([])),
+        "userAgent": meta.get("callerSuppliedUserAgent").cloned().unwrap_or(Value::Null),
+        "objectRef": Value::Object(object),
+        "responseStatus": {"code": code},
+        "annotations": entry.get("labels").cloned().unwrap_or(json!({})),
+        "stageTimestamp": time,
+    }))
 }
 
 /// The event id of (`audit_id`, `stage`): the same pair always gives the same id.
@@ -310,5 +398,45 @@ mod tests {
         .expect("json");
         assert!(events_of(&malformed).is_err());
         assert!(to_event(&malformed).is_err());
+    }
+
+    #[test]
+    fn managed_cluster_wrappers_unwrap_to_the_same_events() {
+        let raw = lines("demo-v1-dc2769a.log");
+        let plain = to_event(&raw[0]).expect("maps");
+        // AKS: the event as a JSON string, or as an object, in `properties.log`.
+        for log in [Value::String(raw[0].to_string()), raw[0].clone()] {
+            let aks = json!({"category": "kube-audit", "properties": {"log": log}});
+            let inner = events_of(&aks).expect("unwraps");
+            assert_eq!(to_event(&inner[0]).expect("maps"), plain);
+        }
+        // GKE: a Cloud Logging entry (shape of the GCP audit logs of `detection-fixtures/`).
+        let gke = json!({
+            "insertId": "abc123",
+            "protoPayload": {
+                "authenticationInfo": {"principalEmail": "dev@example.com"},
+                "methodName": "io.k8s.core.v1.pods.exec.create",
+                "requestMetadata": {"callerIp": "88.88.88.88", "callerSuppliedUserAgent": "kubectl/v1.40.8"},
+                "resourceName": "core/v1/namespaces/example/pods/web-1/exec",
+                "status": {"code": 7}
+            },
+            "timestamp": "2022-03-04T16:01:49.978756Z",
+            "labels": {"authorization.k8s.io/decision": "forbid"}
+        });
+        let inner = events_of(&gke).expect("converts");
+        let e = to_event(&inner[0]).expect("maps");
+        assert_eq!(e.event_type, "k8s.pods/exec.create");
+        assert_eq!(e.actor_id, "dev@example.com");
+        assert_eq!(e.actor_ip.as_deref(), Some("88.88.88.88"));
+        assert_eq!(e.namespace.as_deref(), Some("example"));
+        assert_eq!(e.resource_id.as_deref(), Some("example/web-1"));
+        assert_eq!(
+            (e.event_outcome.as_str(), e.error_code.as_deref()),
+            ("failure", Some("403"))
+        );
+        assert_eq!(e.correlation_id.as_deref(), Some("abc123"));
+        let not_k8s =
+            json!({"protoPayload": {"methodName": "v2.deploymentmanager.deployments.insert"}});
+        assert!(events_of(&not_k8s).is_err());
     }
 }

@@ -116,6 +116,25 @@ fn importing_the_corpus_twice_stores_everything_once() {
     assert!(!alice["events"].as_array().unwrap().is_empty(), "{alice}");
     assert_eq!(alice["events"][0]["actor_ip"], "205.251.233.176");
 
+    // Hand-made, often partial fixtures (EKS audit events, GCP audit log entries of which some
+    // are GKE Kubernetes calls): every line is accounted for, imported or rejected with a reason.
+    let fixtures = [
+        corpus("detection-fixtures/panther_eks_k8s_audit_tests.jsonl"),
+        corpus("detection-fixtures/panther_gcp_auditlog_tests.jsonl"),
+    ];
+    let (code, out) = import(&server, &producer, "kubernetes-audit", &fixtures);
+    assert!(code == 0 || code == 1, "{out}");
+    let counts: Vec<u64> = out
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    assert_eq!(counts.len(), 3, "{out}");
+    assert_eq!(counts.iter().sum::<u64>(), 267 + 414, "{out}");
+    assert!(counts[0] > 0, "no fixture imported: {out}");
+
     // Native NDJSON: events with ids are idempotent; a bad line is named.
     let corr = support::corr("nd");
     let mut lines: Vec<String> = (0..3)
