@@ -61,6 +61,10 @@ pub struct ServeArgs {
     /// certificate then authenticates like a key.
     #[arg(long, env = "VERITRAIL_TLS_CLIENT_CA")]
     tls_client_ca: Option<PathBuf>,
+    /// Also accept bearer JWTs (Kubernetes service-account tokens) from the issuers in this TOML
+    /// file, mapped to tenants and roles (see `docs/security.md`).
+    #[arg(long, env = "VERITRAIL_JWT_CONFIG")]
+    jwt_config: Option<PathBuf>,
 }
 
 /// The TOML file's keys.
@@ -78,6 +82,7 @@ struct FileSettings {
     tls_cert: Option<PathBuf>,
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
+    jwt_config: Option<PathBuf>,
 }
 
 /// Resolved settings.
@@ -85,6 +90,7 @@ struct Settings {
     listen: SocketAddr,
     insecure_no_auth: bool,
     tls: Option<veritrail_server::tls::TlsFiles>,
+    jwt_config: Option<PathBuf>,
     store: EmbeddedConfig,
     api: ApiConfig,
 }
@@ -131,6 +137,7 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
     Ok(Settings {
         insecure_no_auth: args.insecure_no_auth,
         tls,
+        jwt_config: args.jwt_config.or(file.jwt_config),
         listen: args
             .listen
             .or(file.listen)
@@ -196,7 +203,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(data_dir = %data_dir.display(), "opening the store (recovering if needed)");
     let store =
         Arc::new(EmbeddedStore::open(settings.store, signer.clone()).context("opening the store")?);
-    let access = access_control(&data_dir, settings.insecure_no_auth)?;
+    let mut access = access_control(&data_dir, settings.insecure_no_auth)?;
+    if let Some(path) = &settings.jwt_config {
+        anyhow::ensure!(
+            !settings.insecure_no_auth,
+            "--jwt-config and --insecure-no-auth contradict each other"
+        );
+        let issuers = veritrail_server::access::jwt::Issuers::load(path)
+            .with_context(|| format!("loading the JWT issuers of {}", path.display()))?;
+        access = access.with_jwt(issuers);
+    }
     let tls = settings
         .tls
         .as_ref()

@@ -10,6 +10,7 @@ mod crash;
 mod damage;
 mod export_verify;
 mod import;
+mod jwt;
 mod kubernaut;
 mod tls;
 mod webhook;

@@ -184,6 +184,11 @@ impl Server {
         Server::spawn(data_dir, &[], Some(admin_key))
     }
 
+    /// Like [`Server::start_authenticated`], with extra `serve` flags.
+    pub fn start_authenticated_with(data_dir: &Path, admin_key: &str, extra: &[&str]) -> Server {
+        Server::spawn(data_dir, extra, Some(admin_key))
+    }
+
     fn spawn(data_dir: &Path, extra: &[&str], admin_key: Option<&str>) -> Server {
         let parent = data_dir.parent().expect("data dir has a parent");
         let name = data_dir

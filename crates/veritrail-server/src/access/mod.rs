@@ -5,6 +5,7 @@
 //! [`required`], authenticates the bearer key, checks the key's role, resolves the tenant and
 //! hands the handler a [`Caller`]. Handlers never choose a tenant themselves.
 
+pub mod jwt;
 pub mod keys;
 
 use std::collections::HashMap;
@@ -104,6 +105,8 @@ pub fn required(method: &Method, path: &str) -> Action {
 pub struct Access {
     /// `None` when authentication is off (`--insecure-no-auth`).
     registry: Option<KeyRegistry>,
+    /// Trusted JWT issuers (service-account tokens), beside the keys.
+    jwt: Option<jwt::Issuers>,
     denials: Mutex<HashMap<IpAddr, (Instant, u64)>>,
 }
 
@@ -112,14 +115,22 @@ impl Access {
     pub fn with_keys(registry: KeyRegistry) -> Access {
         Access {
             registry: Some(registry),
+            jwt: None,
             denials: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Also accepts bearer JWTs from `issuers`.
+    pub fn with_jwt(mut self, issuers: jwt::Issuers) -> Access {
+        self.jwt = Some(issuers);
+        self
     }
 
     /// No authentication: every caller may do everything. Only for `--insecure-no-auth`.
     pub fn insecure() -> Access {
         Access {
             registry: None,
+            jwt: None,
             denials: Mutex::new(HashMap::new()),
         }
     }
@@ -373,10 +384,26 @@ fn identify(
     };
     let now = chrono::Utc::now();
     // A bearer key wins; without one, a verified client certificate identifies the caller.
+    let invalid_key = |r: keys::Refusal| {
+        (
+            r.as_str(),
+            "the API key is not valid (unknown, revoked or expired)".to_string(),
+        )
+    };
     let key = match (bearer(headers), cert) {
-        (Some(token), _) if token.starts_with(keys::CERT_PREFIX) => Err(keys::Refusal::Unknown),
-        (Some(token), _) => registry.authenticate(token, now),
-        (None, Some(cert)) => registry.authenticate_certificate(&cert.0, now),
+        (Some(token), _) if token.starts_with(keys::CERT_PREFIX) => {
+            Err(invalid_key(keys::Refusal::Unknown))
+        }
+        // A JWT, when issuers are configured; anything else is an API key.
+        (Some(token), _) => match &state.access.jwt {
+            Some(issuers) if jwt::Issuers::looks_like_jwt(token) => issuers
+                .authenticate(token)
+                .map_err(|e| ("bad token", e.to_string())),
+            _ => registry.authenticate(token, now).map_err(invalid_key),
+        },
+        (None, Some(cert)) => registry
+            .authenticate_certificate(&cert.0, now)
+            .map_err(invalid_key),
         (None, None) => {
             return Err(Box::new(Denied::unauthenticated(
                 "missing key",
@@ -385,12 +412,7 @@ fn identify(
             )))
         }
     };
-    let key = key.map_err(|r| {
-        Box::new(Denied::unauthenticated(
-            r.as_str(),
-            "the API key is not valid (unknown, revoked or expired)",
-        ))
-    })?;
+    let key = key.map_err(|(reason, detail)| Box::new(Denied::unauthenticated(reason, &detail)))?;
     if !action.permits(key.role) {
         let detail = format!(
             "a key with the role `{}` may not do this; it needs the role {}",

@@ -1,0 +1,166 @@
+//! Kubernetes service-account tokens as bearer JWTs: a key pair made with `openssl`, its JWKS
+//! written as a cluster publishes it, tokens signed for the test, and the server configured to
+//! trust that issuer and map the Kubernaut service accounts to the producer role.
+
+use std::path::Path;
+use std::process::Command;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::support;
+
+const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+
+fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// A P-256 key: (PKCS#8 DER private key, JWKS entry with `kid`).
+fn key_pair(dir: &Path, name: &str, kid: &str) -> (Vec<u8>, Value) {
+    let pem = format!("{name}.pem");
+    openssl(
+        dir,
+        &[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &pem,
+        ],
+    );
+    let der = openssl(
+        dir,
+        &[
+            "pkcs8", "-topk8", "-nocrypt", "-in", &pem, "-outform", "DER",
+        ],
+    );
+    let public = openssl(dir, &["ec", "-in", &pem, "-pubout", "-outform", "DER"]);
+    // The SubjectPublicKeyInfo ends with the uncompressed point 04 ‖ X ‖ Y.
+    let point = &public[public.len() - 65..];
+    assert_eq!(point[0], 4);
+    let jwk = json!({
+        "kty": "EC", "crv": "P-256", "kid": kid, "use": "sig", "alg": "ES256",
+        "x": URL_SAFE_NO_PAD.encode(&point[1..33]),
+        "y": URL_SAFE_NO_PAD.encode(&point[33..]),
+    });
+    (der, jwk)
+}
+
+fn token(der: &[u8], kid: &str, sub: &str, aud: &str, exp_in: i64) -> String {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(kid.into());
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({"iss": ISSUER, "sub": sub, "aud": [aud], "iat": now, "exp": now + exp_in});
+    jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(der)).expect("signing")
+}
+
+#[test]
+fn service_account_tokens_authenticate_as_their_mapped_role() {
+    let scratch = support::Scratch::new();
+    let dir = scratch.tmp.path();
+    let (cluster_key, jwk) = key_pair(dir, "cluster", "k1");
+    let (rogue_key, _) = key_pair(dir, "rogue", "k1");
+    std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();
+    std::fs::write(
+        dir.join("jwt.toml"),
+        format!(
+            "[[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"veritrail\"]\njwks_file = \"jwks.json\"\n\n\
+             [[issuer.subject]]\nsubject = \"system:serviceaccount:kubernaut-system:*\"\ntenant = \"default\"\nrole = \"producer\"\n"
+        ),
+    )
+    .unwrap();
+    let admin = "vt_jwt_admin_0123456789abcdefghijklmnopqrstu";
+    let config = dir.join("jwt.toml");
+    let server = support::Server::start_authenticated_with(
+        &scratch.data(),
+        admin,
+        &["--jwt-config", config.to_str().unwrap()],
+    );
+    let event = json!({
+        "version": "1.0", "event_type": "gateway.signal.received",
+        "event_timestamp": chrono::Utc::now().to_rfc3339(), "event_category": "gateway",
+        "event_action": "received", "event_outcome": "success", "correlation_id": "rr-jwt",
+        "event_data": {"event_type": "gateway.signal.received"},
+    });
+    let post = |bearer: &str| {
+        server.call(
+            Method::POST,
+            "/api/v1/audit/events",
+            Some(bearer),
+            None,
+            Some(&event),
+        )
+    };
+    let gateway = "system:serviceaccount:kubernaut-system:gateway";
+    let ok = post(&token(&cluster_key, "k1", gateway, "veritrail", 600));
+    assert_eq!(ok.status, 201, "{}", ok.text);
+    // The caller is the service account, with the producer role only.
+    let reader = token(&cluster_key, "k1", gateway, "veritrail", 600);
+    server.get_as(&reader, "/v1/events").problem(403);
+    for (why, bad) in [
+        (
+            "another audience",
+            token(&cluster_key, "k1", gateway, "someone-else", 600),
+        ),
+        (
+            "expired",
+            token(&cluster_key, "k1", gateway, "veritrail", -120),
+        ),
+        (
+            "an unmapped subject",
+            token(
+                &cluster_key,
+                "k1",
+                "system:serviceaccount:default:intruder",
+                "veritrail",
+                600,
+            ),
+        ),
+        (
+            "a key the cluster does not have",
+            token(&rogue_key, "k1", gateway, "veritrail", 600),
+        ),
+        (
+            "an unknown kid",
+            token(&cluster_key, "k9", gateway, "veritrail", 600),
+        ),
+    ] {
+        let r = post(&bad);
+        assert_eq!(r.status, 401, "{why}: {}", r.text);
+        assert!(!r.text.contains(&bad), "the answer repeats the token");
+    }
+    // API keys keep working beside tokens.
+    let body = json!({"tenant": "default", "role": "auditor"});
+    let auditor = server
+        .call(
+            Method::POST,
+            "/v1/admin/keys",
+            Some(admin),
+            None,
+            Some(&body),
+        )
+        .json()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let page = server
+        .get_as(&auditor, "/v1/events?correlation_id=rr-jwt")
+        .ok_json();
+    assert_eq!(page["events"][0]["correlation_id"], "rr-jwt");
+}

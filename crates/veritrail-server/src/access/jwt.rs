@@ -1,0 +1,173 @@
+//! Bearer JWTs from trusted issuers, Kubernetes service-account tokens above all: verified against
+//! the issuer's JWKS (from a file), then mapped to a tenant and a role by configuration.
+//!
+//! The configuration (TOML, `serve --jwt-config FILE`):
+//!
+//! ```toml
+//! [[issuer]]
+//! issuer = "https://kubernetes.default.svc.cluster.local"
+//! audiences = ["veritrail"]
+//! jwks_file = "/etc/veritrail/cluster-jwks.json"   # kubectl get --raw /openid/v1/jwks
+//!
+//! [[issuer.subject]]
+//! subject = "system:serviceaccount:kubernaut-system:*"   # a trailing * matches a prefix
+//! tenant = "default"
+//! role = "producer"
+//! ```
+
+use std::path::Path;
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use super::keys::{KeyInfo, Role};
+
+/// The configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Config {
+    issuer: Vec<IssuerConfig>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssuerConfig {
+    issuer: String,
+    audiences: Vec<String>,
+    jwks_file: std::path::PathBuf,
+    #[serde(default)]
+    subject: Vec<SubjectRule>,
+}
+
+/// Which subjects get which tenant and role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubjectRule {
+    subject: String,
+    tenant: String,
+    role: Role,
+}
+
+impl SubjectRule {
+    fn matches(&self, sub: &str) -> bool {
+        match self.subject.strip_suffix('*') {
+            Some(prefix) => sub.starts_with(prefix),
+            None => sub == self.subject,
+        }
+    }
+}
+
+/// One trusted issuer, its keys loaded.
+struct Issuer {
+    issuer: String,
+    audiences: Vec<String>,
+    keys: JwkSet,
+    rules: Vec<SubjectRule>,
+}
+
+/// The trusted issuers.
+pub struct Issuers(Vec<Issuer>);
+
+/// Why a JWT was refused (the message never includes the token).
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("{0}")]
+    Config(String),
+    #[error("the token is not valid: {0}")]
+    Invalid(String),
+    #[error("no role is configured for subject `{0}`")]
+    Unmapped(String),
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+impl Issuers {
+    /// Loads the configuration at `path` and each issuer's JWKS.
+    pub fn load(path: &Path) -> Result<Issuers, JwtError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| JwtError::Config(format!("reading {}: {e}", path.display())))?;
+        let config: Config = toml::from_str(&text)
+            .map_err(|e| JwtError::Config(format!("{}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut issuers = Vec::new();
+        for c in config.issuer {
+            let file = base.join(&c.jwks_file);
+            let jwks = std::fs::read_to_string(&file)
+                .map_err(|e| JwtError::Config(format!("reading {}: {e}", file.display())))?;
+            let keys: JwkSet = serde_json::from_str(&jwks)
+                .map_err(|e| JwtError::Config(format!("{} is not a JWKS: {e}", file.display())))?;
+            if c.audiences.is_empty() {
+                return Err(JwtError::Config(format!(
+                    "issuer {}: give at least one audience",
+                    c.issuer
+                )));
+            }
+            issuers.push(Issuer {
+                issuer: c.issuer,
+                audiences: c.audiences,
+                keys,
+                rules: c.subject,
+            });
+        }
+        Ok(Issuers(issuers))
+    }
+
+    /// True when `token` has the shape of a JWT (three base64url parts).
+    pub fn looks_like_jwt(token: &str) -> bool {
+        token.split('.').count() == 3 && token.starts_with("eyJ")
+    }
+
+    /// The identity of a verified token: a key record named after its subject.
+    pub fn authenticate(&self, token: &str) -> Result<KeyInfo, JwtError> {
+        let bad = |e: jsonwebtoken::errors::Error| JwtError::Invalid(e.to_string());
+        let header = jsonwebtoken::decode_header(token).map_err(bad)?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256 | Algorithm::ES256 | Algorithm::ES384 | Algorithm::PS256
+        ) {
+            return Err(JwtError::Invalid(format!(
+                "algorithm {:?} is not accepted",
+                header.alg
+            )));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| JwtError::Invalid("no `kid` in the header".into()))?;
+        for issuer in &self.0 {
+            let Some(jwk) = issuer.keys.find(&kid) else {
+                continue;
+            };
+            let key = DecodingKey::from_jwk(jwk).map_err(bad)?;
+            let mut validation = Validation::new(header.alg);
+            validation.set_issuer(&[&issuer.issuer]);
+            validation.set_audience(&issuer.audiences);
+            validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+            let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(bad)?;
+            let sub = data.claims.sub;
+            let rule = issuer
+                .rules
+                .iter()
+                .find(|r| r.matches(&sub))
+                .ok_or_else(|| JwtError::Unmapped(sub.clone()))?;
+            return Ok(KeyInfo {
+                id: format!("jwt:{sub}"),
+                name: sub,
+                tenant: Some(rule.tenant.clone()),
+                role: rule.role,
+                person: None,
+                pii: false,
+                client_cert_sha256: None,
+                created_at: chrono::Utc::now(),
+                expires_at: None,
+                revoked_at: None,
+            });
+        }
+        Err(JwtError::Invalid(format!(
+            "no trusted issuer has the key `{kid}`"
+        )))
+    }
+}
