@@ -237,7 +237,7 @@ fn kubernaut_writes_are_ordinary_events() {
         .problem(400);
     server
         .get_as(&auditor, "/api/v1/audit/export?redact_pii=true")
-        .problem(501);
+        .problem(400);
     server
         .get_as(&producer, "/api/v1/audit/export")
         .problem(403);

@@ -74,13 +74,17 @@ fn parse(params: &[(String, String)]) -> Result<ExportQuery, Problem> {
                     .parse()
                     .map_err(|_| bad("`include_detached_signature` must be true or false".into()))?
             }
-            "redact_pii" if value == "false" => {}
             "redact_pii" => {
-                return Err(Problem::new(
-                    StatusCode::NOT_IMPLEMENTED,
-                    "Not implemented",
-                    "redacting personal data is not built yet; export without `redact_pii`",
-                ))
+                match value.as_str() {
+                    "false" => {}
+                    // A request this server cannot serve as asked, not a server fault.
+                    "true" => return Err(bad(
+                        "`redact_pii=true` is not supported: redacting personal data is not built \
+                         yet; export without it"
+                            .into(),
+                    )),
+                    _ => return Err(bad("`redact_pii` must be true or false".into())),
+                }
             }
             "offset" => {
                 q.offset = value
@@ -96,12 +100,13 @@ fn parse(params: &[(String, String)]) -> Result<ExportQuery, Problem> {
             }
             other => return Err(bad(format!("unknown parameter `{other}`"))),
         }
-        if !matches!(
-            name.as_str(),
-            "format" | "include_detached_signature" | "redact_pii"
-        ) {
-            q.given.insert(name.clone(), json!(value));
-        }
+        let given = match name.as_str() {
+            "format" | "include_detached_signature" | "redact_pii" => continue,
+            "offset" => json!(q.offset),
+            "limit" => json!(q.limit),
+            _ => json!(value),
+        };
+        q.given.insert(name.clone(), given);
     }
     if let (Some(s), Some(u)) = (q.filter.since, q.filter.until) {
         if s > u {
