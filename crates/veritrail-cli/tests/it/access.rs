@@ -8,31 +8,6 @@ use crate::support::{self, Server};
 
 const ADMIN: &str = "vt_test_admin_0123456789abcdefghijklmnopqrstuvwxyz";
 
-/// Creates a key through the admin API; returns (id, token).
-fn create_key(server: &Server, tenant: Option<&str>, role: &str, extra: Value) -> (String, String) {
-    let mut body = json!({"tenant": tenant, "role": role, "name": format!("it-{role}")});
-    if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
-        b.extend(e);
-    }
-    let r = server.call(
-        Method::POST,
-        "/v1/admin/keys",
-        Some(ADMIN),
-        None,
-        Some(&body),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    let k = r.json();
-    assert!(
-        k.get("mac").is_none(),
-        "the answer leaks the stored hash: {k}"
-    );
-    (
-        k["id"].as_str().unwrap().into(),
-        k["key"].as_str().unwrap().into(),
-    )
-}
-
 fn post_as(server: &Server, key: &str, events: &Value) -> support::Resp {
     server.call(Method::POST, "/v1/events", Some(key), None, Some(events))
 }
@@ -56,9 +31,9 @@ fn keys_are_required_checked_and_revocable() {
         "metrics on the API port need a key"
     );
 
-    let (_, producer) = create_key(&server, Some("default"), "producer", json!({}));
-    let (reader_id, reader) = create_key(&server, Some("default"), "reader", json!({}));
-    let (_, auditor) = create_key(&server, Some("default"), "auditor", json!({}));
+    let (_, producer) = server.create_key(ADMIN, Some("default"), "producer", json!({}));
+    let (reader_id, reader) = server.create_key(ADMIN, Some("default"), "reader", json!({}));
+    let (_, auditor) = server.create_key(ADMIN, Some("default"), "auditor", json!({}));
 
     // Wrong role: 403, naming the role needed.
     let p = server.get_as(&producer, "/v1/events").problem(403);
@@ -103,7 +78,7 @@ fn keys_are_required_checked_and_revocable() {
         .any(|k| k["id"] == reader_id.as_str() && k["revoked_at"].is_string()));
 
     // Expired: 401 once the time has passed.
-    let (_, brief) = create_key(&server, Some("default"), "reader", json!({"expires": "1s"}));
+    let (_, brief) = server.create_key(ADMIN, Some("default"), "reader", json!({"expires": "1s"}));
     server.get_as(&brief, "/v1/events?limit=1").ok_json();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     server.get_as(&brief, "/v1/events?limit=1").problem(401);
@@ -120,10 +95,10 @@ fn keys_are_required_checked_and_revocable() {
 fn a_tenant_sees_nothing_of_another_tenant() {
     let scratch = support::Scratch::new();
     let server = Server::start_authenticated(&scratch.data(), ADMIN);
-    let (_, prod_a) = create_key(&server, Some("tenant-a"), "producer", json!({}));
-    let (_, aud_a) = create_key(&server, Some("tenant-a"), "auditor", json!({}));
-    let (_, aud_b) = create_key(&server, Some("tenant-b"), "auditor", json!({}));
-    let (_, admin_b) = create_key(&server, Some("tenant-b"), "admin", json!({}));
+    let (_, prod_a) = server.create_key(ADMIN, Some("tenant-a"), "producer", json!({}));
+    let (_, aud_a) = server.create_key(ADMIN, Some("tenant-a"), "auditor", json!({}));
+    let (_, aud_b) = server.create_key(ADMIN, Some("tenant-b"), "auditor", json!({}));
+    let (_, admin_b) = server.create_key(ADMIN, Some("tenant-b"), "admin", json!({}));
     let corr = support::corr("secret");
     let mut events = support::events(4, &corr);
     for e in events.as_array_mut().unwrap() {
@@ -252,7 +227,7 @@ fn no_key_can_be_recovered_from_the_data_directory() {
     let mut server = Server::start_authenticated(&data, ADMIN);
     let tokens: Vec<String> = ["producer", "reader", "auditor", "legal", "admin"]
         .iter()
-        .map(|r| create_key(&server, Some("default"), r, json!({})).1)
+        .map(|r| server.create_key(ADMIN, Some("default"), r, json!({})).1)
         .collect();
     post_as(
         &server,
@@ -289,13 +264,13 @@ fn reads_leave_provable_access_events_and_people_are_the_actors() {
     let scratch = support::Scratch::new();
     let data = scratch.data();
     let server = Server::start_authenticated(&data, ADMIN);
-    let (_, alice) = create_key(
-        &server,
+    let (_, alice) = server.create_key(
+        ADMIN,
         Some("default"),
         "producer",
         json!({"person": "alice@example.com"}),
     );
-    let (auditor_id, auditor) = create_key(&server, Some("default"), "auditor", json!({}));
+    let (auditor_id, auditor) = server.create_key(ADMIN, Some("default"), "auditor", json!({}));
     let corr = support::corr("who");
     let mut events = support::events(1, &corr);
     events[0]["actor_type"] = json!("service");
@@ -374,7 +349,7 @@ fn denied_requests_are_logged_once_per_source_and_interval() {
             .get_as("vt_wrong_key_wrong_key_wrong_key_wrong", "/v1/events")
             .problem(401);
     }
-    let (_, auditor) = create_key(&server, Some("default"), "auditor", json!({}));
+    let (_, auditor) = server.create_key(ADMIN, Some("default"), "auditor", json!({}));
     let denied = server
         .get_as(
             &auditor,

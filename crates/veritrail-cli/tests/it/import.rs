@@ -1,20 +1,12 @@
 //! `veritrail import` over every Kubernetes and CloudTrail file of `../shared/corpus/`: counts,
 //! rejections with their reasons, idempotence, and what the imported events say.
 
-use reqwest::Method;
-use serde_json::json;
-
 use crate::support::{self, Server};
 
 const ADMIN: &str = "vt_import_admin_0123456789abcdefghijklmnopqr";
 
 fn corpus(rel: &str) -> String {
-    let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    let p = std::path::PathBuf::from(crate_dir)
-        .join("../../../shared/corpus")
-        .join(rel);
-    assert!(p.exists(), "{} is missing", p.display());
-    p.to_string_lossy().into_owned()
+    support::corpus(rel).to_string_lossy().into_owned()
 }
 
 /// Runs `veritrail import` and returns (exit code, stdout).
@@ -36,22 +28,7 @@ fn import(server: &Server, key: &str, format: &str, files: &[String]) -> (i32, S
 fn importing_the_corpus_twice_stores_everything_once() {
     let scratch = support::Scratch::new();
     let server = Server::start_authenticated(&scratch.data(), ADMIN);
-    let key = |role: &str| {
-        let body = json!({"tenant": "default", "role": role});
-        server
-            .call(
-                Method::POST,
-                "/v1/admin/keys",
-                Some(ADMIN),
-                None,
-                Some(&body),
-            )
-            .json()["key"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (producer, auditor) = (key("producer"), key("auditor"));
+    let (producer, auditor) = (server.key(ADMIN, "producer"), server.key(ADMIN, "auditor"));
 
     // Kubernetes: the v1 log records 37 requests the v1beta1 log also has, with other content
     // (conflicts); the falco trace repeats two (auditID, stage) pairs with other content; the

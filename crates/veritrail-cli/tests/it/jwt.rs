@@ -3,7 +3,6 @@
 //! trust that issuer and map the Kubernaut service accounts to the producer role.
 
 use std::path::Path;
-use std::process::Command;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -15,24 +14,10 @@ use crate::support;
 
 const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
-fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 /// A P-256 key: (PKCS#8 DER private key, JWKS entry with `kid`).
 fn key_pair(dir: &Path, name: &str, kid: &str) -> (Vec<u8>, Value) {
     let pem = format!("{name}.pem");
-    openssl(
+    support::openssl(
         dir,
         &[
             "ecparam",
@@ -44,13 +29,13 @@ fn key_pair(dir: &Path, name: &str, kid: &str) -> (Vec<u8>, Value) {
             &pem,
         ],
     );
-    let der = openssl(
+    let der = support::openssl(
         dir,
         &[
             "pkcs8", "-topk8", "-nocrypt", "-in", &pem, "-outform", "DER",
         ],
     );
-    let public = openssl(dir, &["ec", "-in", &pem, "-pubout", "-outform", "DER"]);
+    let public = support::openssl(dir, &["ec", "-in", &pem, "-pubout", "-outform", "DER"]);
     // The SubjectPublicKeyInfo ends with the uncompressed point 04 ‖ X ‖ Y.
     let point = &public[public.len() - 65..];
     assert_eq!(point[0], 4);
@@ -146,19 +131,7 @@ fn service_account_tokens_authenticate_as_their_mapped_role() {
         assert!(!r.text.contains(&bad), "the answer repeats the token");
     }
     // API keys keep working beside tokens.
-    let body = json!({"tenant": "default", "role": "auditor"});
-    let auditor = server
-        .call(
-            Method::POST,
-            "/v1/admin/keys",
-            Some(admin),
-            None,
-            Some(&body),
-        )
-        .json()["key"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let auditor = server.key(admin, "auditor");
     let page = server
         .get_as(&auditor, "/v1/events?correlation_id=rr-jwt")
         .ok_json();

@@ -8,19 +8,6 @@ use crate::support::{self, Server};
 
 const ADMIN: &str = "vt_kubernaut_admin_0123456789abcdefghijklmno";
 
-fn key(server: &Server, role: &str) -> String {
-    let body = json!({"tenant": "default", "role": role});
-    let r = server.call(
-        Method::POST,
-        "/v1/admin/keys",
-        Some(ADMIN),
-        None,
-        Some(&body),
-    );
-    assert_eq!(r.status, 201, "{}", r.text);
-    r.json()["key"].as_str().unwrap().to_string()
-}
-
 fn request(corr: &str, ty: &str, category: &str) -> Value {
     json!({
         "version": "1.0",
@@ -38,8 +25,8 @@ fn request(corr: &str, ty: &str, category: &str) -> Value {
 fn kubernaut_writes_are_ordinary_events() {
     let scratch = support::Scratch::new();
     let server = Server::start_authenticated(&scratch.data(), ADMIN);
-    let producer = key(&server, "producer");
-    let auditor = key(&server, "auditor");
+    let producer = server.key(ADMIN, "producer");
+    let auditor = server.key(ADMIN, "auditor");
     let corr = support::corr("rr");
     let post = |path: &str, body: &Value| {
         server.call(Method::POST, path, Some(&producer), None, Some(body))
@@ -242,7 +229,7 @@ fn kubernaut_writes_are_ordinary_events() {
         .get_as(&producer, "/api/v1/audit/export")
         .problem(403);
     // Legal holds wait for retention: a clear 501, to the roles that may hold.
-    let legal = key(&server, "legal");
+    let legal = server.key(ADMIN, "legal");
     server
         .get_as(&legal, "/api/v1/audit/legal-hold")
         .problem(501);
@@ -257,7 +244,7 @@ fn verify_chain_reports_a_damaged_event() {
     let scratch = support::Scratch::new();
     let data = scratch.data();
     let mut server = Server::start_authenticated(&data, ADMIN);
-    let (producer, auditor) = (key(&server, "producer"), key(&server, "auditor"));
+    let (producer, auditor) = (server.key(ADMIN, "producer"), server.key(ADMIN, "auditor"));
     let corr = support::corr("tamper");
     let batch = Value::Array(
         (0..5)

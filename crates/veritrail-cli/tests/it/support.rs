@@ -368,6 +368,41 @@ impl Server {
         into_resp(r.send().unwrap_or_else(|e| panic!("{path}: {e}")))
     }
 
+    /// Creates a key of `role` on `tenant` (with `extra` members) through the admin API with the
+    /// admin key `admin`; returns (id, key).
+    pub fn create_key(
+        &self,
+        admin: &str,
+        tenant: Option<&str>,
+        role: &str,
+        extra: Value,
+    ) -> (String, String) {
+        let mut body = json!({"tenant": tenant, "role": role, "name": format!("it-{role}")});
+        if let (Value::Object(b), Value::Object(e)) = (&mut body, extra) {
+            b.extend(e);
+        }
+        let r = self.call(
+            reqwest::Method::POST,
+            "/v1/admin/keys",
+            Some(admin),
+            None,
+            Some(&body),
+        );
+        assert_eq!(r.status, 201, "{}", r.text);
+        let k = r.json();
+        assert!(
+            k.get("mac").is_none(),
+            "the answer leaks the stored hash: {k}"
+        );
+        let field = |n: &str| k[n].as_str().unwrap_or_default().to_string();
+        (field("id"), field("key"))
+    }
+
+    /// A key of `role` on the `default` tenant.
+    pub fn key(&self, admin: &str, role: &str) -> String {
+        self.create_key(admin, Some("default"), role, json!({})).1
+    }
+
     /// GET with an API key.
     pub fn get_as(&self, key: &str, path: &str) -> Resp {
         self.call(reqwest::Method::GET, path, Some(key), None, None)
@@ -568,4 +603,30 @@ pub fn records(bytes: &[u8]) -> Vec<RecordSpan> {
 /// Finds `needle` in `hay`.
 pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A file of `../shared/corpus/` beside the repository, found at run time (so that a build cache
+/// shared between checkouts cannot point elsewhere).
+pub fn corpus(rel: &str) -> PathBuf {
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let p = PathBuf::from(crate_dir)
+        .join("../../../shared/corpus")
+        .join(rel);
+    assert!(p.exists(), "{} is missing", p.display());
+    p
+}
+
+/// Runs `openssl` in `dir`; returns what it printed.
+pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
 }

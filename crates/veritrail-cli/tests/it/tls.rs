@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use serde_json::{json, Value};
 
@@ -13,16 +13,7 @@ use crate::support;
 const ADMIN: &str = "vt_tls_admin_0123456789abcdefghijklmnopqrstuv";
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("running openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::openssl(dir, args);
 }
 
 /// A CA `name` (name.pem, name.key).
@@ -99,19 +90,12 @@ fn leaf(dir: &Path, name: &str, ca: &str, ext: &str) {
 }
 
 fn fingerprint(dir: &Path, name: &str) -> String {
-    let out = Command::new("openssl")
-        .args([
-            "x509",
-            "-noout",
-            "-fingerprint",
-            "-sha256",
-            "-in",
-            &format!("{name}.pem"),
-        ])
-        .current_dir(dir)
-        .output()
-        .expect("openssl fingerprint");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let pem = format!("{name}.pem");
+    let out = support::openssl(
+        dir,
+        &["x509", "-noout", "-fingerprint", "-sha256", "-in", &pem],
+    );
+    let text = String::from_utf8_lossy(&out).to_string();
     text.trim()
         .rsplit('=')
         .next()

@@ -10,11 +10,9 @@ use crate::support::{self, Server};
 const ADMIN: &str = "vt_webhook_admin_0123456789abcdefghijklmnopq";
 
 fn corpus_log(name: &str) -> Vec<Value> {
-    // Found at run time, so that a build cache shared between checkouts cannot point elsewhere.
-    let crate_dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    let dir = std::path::PathBuf::from(crate_dir).join("../../../shared/corpus/kubernetes-audit");
-    std::fs::read_to_string(dir.join(name))
-        .unwrap_or_else(|e| panic!("{name} in ../shared/corpus: {e}"))
+    let path = support::corpus(&format!("kubernetes-audit/{name}"));
+    std::fs::read_to_string(path)
+        .expect("reading the log")
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).expect("JSON line"))
@@ -25,22 +23,7 @@ fn corpus_log(name: &str) -> Vec<Value> {
 fn the_audit_webhook_stores_each_stage_once() {
     let scratch = support::Scratch::new();
     let server = Server::start_authenticated(&scratch.data(), ADMIN);
-    let key = |role: &str| {
-        let body = json!({"tenant": "default", "role": role});
-        server
-            .call(
-                Method::POST,
-                "/v1/admin/keys",
-                Some(ADMIN),
-                None,
-                Some(&body),
-            )
-            .json()["key"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    };
-    let (apiserver, auditor) = (key("producer"), key("auditor"));
+    let (apiserver, auditor) = (server.key(ADMIN, "producer"), server.key(ADMIN, "auditor"));
     let events = corpus_log("demo-v1beta1-full-501d132.log");
     assert_eq!(events.len(), 757);
     let send = |batch: &[Value]| {
