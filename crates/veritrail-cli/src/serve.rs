@@ -209,7 +209,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             !settings.insecure_no_auth,
             "--jwt-config and --insecure-no-auth contradict each other"
         );
-        let issuers = veritrail_server::access::jwt::Issuers::load(path)
+        let issuers = veritrail_server::access::jwt::Issuers::load(path, fetch_jwks)
             .with_context(|| format!("loading the JWT issuers of {}", path.display()))?;
         access = access.with_jwt(issuers);
     }
@@ -249,6 +249,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("shutting down: finishing queued writes");
     store.close();
     served.map(|()| ExitCode::SUCCESS)
+}
+
+/// Reads an issuer's JWKS from its URL (once, at startup), trusting the CA in
+/// `VERITRAIL_JWKS_CA` as well as the system's (a cluster's own CA, typically), and sending the
+/// token in `VERITRAIL_JWKS_TOKEN` when the issuer wants one.
+fn fetch_jwks(url: &str) -> Result<String, String> {
+    let mut builder = reqwest::blocking::Client::builder().timeout(Duration::from_secs(10));
+    if let Ok(ca) = std::env::var("VERITRAIL_JWKS_CA") {
+        let pem = std::fs::read(&ca).map_err(|e| format!("reading {ca}: {e}"))?;
+        let cert = reqwest::Certificate::from_pem(&pem).map_err(|e| format!("{ca}: {e}"))?;
+        builder = builder.add_root_certificate(cert);
+    }
+    let client = builder.build().map_err(|e| e.to_string())?;
+    let mut request = client.get(url);
+    if let Ok(token) = std::env::var("VERITRAIL_JWKS_TOKEN") {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().map_err(|e| e.to_string())?;
+    if !response.status().is_success() {
+        return Err(format!("HTTP {}", response.status()));
+    }
+    response.text().map_err(|e| e.to_string())
 }
 
 /// The key registry, with the first admin key bootstrapped, or no authentication at all.

@@ -137,3 +137,48 @@ fn service_account_tokens_authenticate_as_their_mapped_role() {
         .ok_json();
     assert_eq!(page["events"][0]["correlation_id"], "rr-jwt");
 }
+
+/// The same issuer with its JWKS fetched from a URL at startup, as from a cluster's
+/// `/openid/v1/jwks`.
+#[test]
+fn the_jwks_can_come_from_a_url() {
+    let scratch = support::Scratch::new();
+    let dir = scratch.tmp.path();
+    let (cluster_key, jwk) = key_pair(dir, "cluster", "k1");
+    let jwks = json!({"keys": [jwk]}).to_string();
+    // A one-file HTTP server on loopback.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let reply = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{jwks}",
+                jwks.len()
+            );
+            let _ = conn.write_all(reply.as_bytes());
+        }
+    });
+    std::fs::write(
+        dir.join("jwt.toml"),
+        format!(
+            "[[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"veritrail\"]\njwks_url = \"http://{addr}/openid/v1/jwks\"\n\n\
+             [[issuer.subject]]\nsubject = \"system:serviceaccount:kubernaut-system:gateway\"\ntenant = \"default\"\nrole = \"producer\"\n"
+        ),
+    )
+    .unwrap();
+    let admin = "vt_jwt_admin_0123456789abcdefghijklmnopqrstu";
+    let config = dir.join("jwt.toml");
+    let server = support::Server::start_authenticated_with(
+        &scratch.data(),
+        admin,
+        &["--jwt-config", config.to_str().unwrap()],
+    );
+    let gateway = "system:serviceaccount:kubernaut-system:gateway";
+    let body = support::events(1, &support::corr("jwt-url"));
+    let token = token(&cluster_key, "k1", gateway, "veritrail", 600);
+    let r = server.call(Method::POST, "/v1/events", Some(&token), None, Some(&body));
+    assert_eq!(r.status, 200, "{}", r.text);
+}

@@ -8,6 +8,7 @@
 //! issuer = "https://kubernetes.default.svc.cluster.local"
 //! audiences = ["veritrail"]
 //! jwks_file = "/etc/veritrail/cluster-jwks.json"   # kubectl get --raw /openid/v1/jwks
+//! # or: jwks_url = "https://kubernetes.default.svc/openid/v1/jwks" (read once, at startup)
 //!
 //! [[issuer.subject]]
 //! subject = "system:serviceaccount:kubernaut-system:*"   # a trailing * matches a prefix
@@ -35,7 +36,8 @@ struct Config {
 struct IssuerConfig {
     issuer: String,
     audiences: Vec<String>,
-    jwks_file: std::path::PathBuf,
+    jwks_file: Option<std::path::PathBuf>,
+    jwks_url: Option<String>,
     #[serde(default)]
     subject: Vec<SubjectRule>,
 }
@@ -86,8 +88,12 @@ struct Claims {
 }
 
 impl Issuers {
-    /// Loads the configuration at `path` and each issuer's JWKS.
-    pub fn load(path: &Path) -> Result<Issuers, JwtError> {
+    /// Loads the configuration at `path` and each issuer's JWKS, from its file or, through
+    /// `fetch`, from its URL.
+    pub fn load(
+        path: &Path,
+        fetch: impl Fn(&str) -> Result<String, String>,
+    ) -> Result<Issuers, JwtError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| JwtError::Config(format!("reading {}: {e}", path.display())))?;
         let config: Config = toml::from_str(&text)
@@ -95,11 +101,28 @@ impl Issuers {
         let base = path.parent().unwrap_or(Path::new("."));
         let mut issuers = Vec::new();
         for c in config.issuer {
-            let file = base.join(&c.jwks_file);
-            let jwks = std::fs::read_to_string(&file)
-                .map_err(|e| JwtError::Config(format!("reading {}: {e}", file.display())))?;
+            let (jwks, from) = match (&c.jwks_file, &c.jwks_url) {
+                (Some(f), None) => {
+                    let file = base.join(f);
+                    let text = std::fs::read_to_string(&file).map_err(|e| {
+                        JwtError::Config(format!("reading {}: {e}", file.display()))
+                    })?;
+                    (text, file.display().to_string())
+                }
+                (None, Some(url)) => {
+                    let text =
+                        fetch(url).map_err(|e| JwtError::Config(format!("fetching {url}: {e}")))?;
+                    (text, url.clone())
+                }
+                _ => {
+                    return Err(JwtError::Config(format!(
+                        "issuer {}: give exactly one of jwks_file and jwks_url",
+                        c.issuer
+                    )))
+                }
+            };
             let keys: JwkSet = serde_json::from_str(&jwks)
-                .map_err(|e| JwtError::Config(format!("{} is not a JWKS: {e}", file.display())))?;
+                .map_err(|e| JwtError::Config(format!("{from} is not a JWKS: {e}")))?;
             if c.audiences.is_empty() {
                 return Err(JwtError::Config(format!(
                     "issuer {}: give at least one audience",
