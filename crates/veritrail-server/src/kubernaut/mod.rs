@@ -112,7 +112,13 @@ fn check(v: &Value, now: DateTime<Utc>) -> Result<Event, String> {
             "`event_type` `{event_type}` is not an event type of this API"
         ));
     }
-    let event = Event::from_json(v, Uuid::now_v7).map_err(|e| {
+    // Kubernaut's clients send optional strings as "" when unset (its schema sets no minimum
+    // length on them): that is absent, not an empty value.
+    let mut v = v.clone();
+    if let Some(obj) = v.as_object_mut() {
+        obj.retain(|_, value| value.as_str() != Some(""));
+    }
+    let event = Event::from_json(&v, Uuid::now_v7).map_err(|e| {
         e.0.first()
             .map(|f| format!("`{}` {}", f.field, f.message))
             .unwrap_or_else(|| e.to_string())
@@ -323,6 +329,7 @@ mod tests {
             "resource_id": "fp-abc123",
             "correlation_id": "rr-2025-001",
             "namespace": null,
+            "actor_ip": "",
             "event_data": {"event_type": "gateway.signal.received", "signal_name": "KubePodCrashLooping"}
         })
     }
@@ -334,6 +341,7 @@ mod tests {
         assert_eq!(e.event_type, "gateway.signal.received");
         assert_eq!(e.correlation_id.as_deref(), Some("rr-2025-001"));
         assert_eq!(e.namespace, None, "null is absent");
+        assert_eq!(e.actor_ip, None, "an empty optional string is absent");
     }
 
     #[test]
