@@ -189,12 +189,17 @@ fn sort_from_tail(key: &[u8]) -> SortKey {
     (time_from_key(u64_at(key, n)), u64_at(key, n + 8))
 }
 
-/// `by_field` key prefix for one field value.
-fn field_prefix(code: u8, value: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(value.len() + 21);
+/// Appends the `by_field` key prefix of one field value to `k`.
+fn push_field_prefix(k: &mut Vec<u8>, code: u8, value: &str) {
     k.push(code);
     k.extend_from_slice(&(value.len() as u32).to_be_bytes());
     k.extend_from_slice(value.as_bytes());
+}
+
+/// `by_field` key prefix for one field value.
+fn field_prefix(code: u8, value: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(value.len() + 21);
+    push_field_prefix(&mut k, code, value);
     k
 }
 
@@ -326,21 +331,25 @@ impl Index {
         let mut batch = self.keyspace.batch();
         // Distinct event types of this batch, counted once per batch rather than per event.
         let mut new_types: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        // Keys are built in one reused buffer and handed over as slices: fjall copies them once
+        // into its own storage, so an owned `Vec` per key would be a second allocation.
+        let mut key = Vec::with_capacity(128);
         for leaf in leaves {
             let e = leaf.event;
             let sort = sort_bytes(sort_key(e, leaf.seq));
             batch.insert(
                 &t.ids,
-                e.event_id.as_bytes().to_vec(),
-                leaf.seq.to_be_bytes().to_vec(),
+                &e.event_id.as_bytes()[..],
+                &leaf.seq.to_be_bytes()[..],
             );
             self.flat.put_pos(leaf.seq, leaf.pos.pack())?;
-            batch.insert(&t.by_time, sort.to_vec(), Vec::new());
+            batch.insert(&t.by_time, &sort[..], &[][..]);
             for (code, name) in INDEXED_FIELDS.iter().enumerate() {
                 if let Some(v) = e.field(name) {
-                    let mut k = field_prefix(code as u8, v);
-                    k.extend_from_slice(&sort);
-                    batch.insert(&t.by_field, k, Vec::new());
+                    key.clear();
+                    push_field_prefix(&mut key, code as u8, v);
+                    key.extend_from_slice(&sort);
+                    batch.insert(&t.by_field, &key[..], &[][..]);
                 }
             }
             *new_types.entry(e.event_type.as_str()).or_insert(0) += 1;
