@@ -144,22 +144,54 @@ async fn run_query(
     let started = Instant::now();
     let tenant = caller.tenant.clone();
     let pairs = filter.to_pairs();
-    let page = blocking(move || {
+    let details =
+        |results: usize| json!({"filters": crate::proofs::pairs_json(&pairs), "results": results});
+    let (filter, query_store, query_tenant) = (Arc::new(filter), store.clone(), tenant.clone());
+    let keys_filter = filter.clone();
+    // When the index alone answers the query, the count is known before any record is read: the
+    // access event's fsync then runs while the records are read and verified.
+    let keys = blocking(move || {
         let spec = QuerySpec {
-            filter: &filter,
+            filter: &keys_filter,
             order: paging.order,
             cursor: paging.cursor,
             limit: paging.limit,
         };
-        store.query(&tenant, &spec).map_err(Problem::from)
+        query_store
+            .query_keys(&query_tenant, &spec)
+            .map_err(Problem::from)
     })
     .await?;
+    let page = match keys {
+        Some(found) => {
+            let pending =
+                access::queue_record(state, caller, "access.query", details(found.keys.len()))?;
+            let next_cursor = found.next_cursor;
+            let events =
+                blocking(move || store.read_keys(&tenant, &found.keys).map_err(Problem::from))
+                    .await?;
+            access::wait_recorded(pending).await?;
+            Page {
+                events,
+                next_cursor,
+            }
+        }
+        None => {
+            let page = blocking(move || {
+                let spec = QuerySpec {
+                    filter: &filter,
+                    order: paging.order,
+                    cursor: paging.cursor,
+                    limit: paging.limit,
+                };
+                store.query(&tenant, &spec).map_err(Problem::from)
+            })
+            .await?;
+            access::record(state, caller, "access.query", details(page.events.len())).await?;
+            page
+        }
+    };
     metrics::histogram!("veritrail_query_seconds").record(started.elapsed().as_secs_f64());
-    let details = json!({
-        "filters": crate::proofs::pairs_json(&pairs),
-        "results": page.events.len(),
-    });
-    access::record(state, caller, "access.query", details).await?;
     Ok(page)
 }
 

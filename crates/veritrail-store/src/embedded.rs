@@ -183,6 +183,34 @@ impl Store for EmbeddedStore {
         )
     }
 
+    fn query_keys(
+        &self,
+        tenant: &str,
+        spec: &QuerySpec<'_>,
+    ) -> Result<Option<query::KeyPage>, StoreError> {
+        let Some(t) = self.tenant(tenant, false)? else {
+            return Ok(Some(query::KeyPage {
+                keys: Vec::new(),
+                next_cursor: None,
+            }));
+        };
+        let reader = t.log.index_reader()?;
+        query::run_keys(&reader, spec.filter, spec.order, spec.cursor, spec.limit)
+    }
+
+    fn read_keys(
+        &self,
+        tenant: &str,
+        keys: &[crate::index::SortKey],
+    ) -> Result<Vec<crate::Hit>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let t = self.existing(tenant)?;
+        let reader = t.log.index_reader()?;
+        query::read_keys(&t.log, &reader, keys)
+    }
+
     fn query_window(
         &self,
         tenant: &str,

@@ -75,6 +75,16 @@ pub trait Store: Send + Sync + 'static {
     /// The latest signed checkpoint if it covers at least `size` leaves, else a fresh one. Proofs
     /// use it: every proof appends an access event, so "fresh to the head" would mean a new
     /// signature for every proof.
+    /// The positions of one page of a query when the index alone answers it (no record needs
+    /// checking), so that callers can act on the count before the records are read; `None`
+    /// otherwise.
+    fn query_keys(
+        &self,
+        tenant: &str,
+        spec: &QuerySpec<'_>,
+    ) -> Result<Option<query::KeyPage>, StoreError>;
+    /// Reads and verifies the events at `keys` (from [`Store::query_keys`]).
+    fn read_keys(&self, tenant: &str, keys: &[index::SortKey]) -> Result<Vec<Hit>, StoreError>;
     /// The results `[offset, offset + limit)` of a query and the number of all its results.
     fn query_window(
         &self,

@@ -95,6 +95,60 @@ pub fn run(
     })
 }
 
+/// The positions of one page of results, found in the index alone.
+#[derive(Debug, Clone)]
+pub struct KeyPage {
+    pub keys: Vec<SortKey>,
+    pub next_cursor: Option<SortKey>,
+}
+
+/// One page of a query whose driving index implies the whole filter (`index::covers`): its
+/// positions only, no record read. `None` when the filter needs records to be checked.
+pub fn run_keys(
+    reader: &IndexReader,
+    filter: &Filter,
+    order: Order,
+    cursor: Option<SortKey>,
+    limit: usize,
+) -> Result<Option<KeyPage>, StoreError> {
+    if !crate::index::covers(filter) {
+        return Ok(None);
+    }
+    let (mut lo, mut hi) = bounds(filter);
+    match (order, cursor) {
+        (Order::Desc, Some(c)) => hi = hi.min(c),
+        (Order::Asc, Some((ts, seq))) => lo = lo.max((ts, seq.saturating_add(1))),
+        (_, None) => {}
+    }
+    let mut keys = Vec::new();
+    let mut next_cursor = None;
+    reader.scan(filter, lo, hi, order == Order::Desc, |key| {
+        if keys.len() == limit {
+            next_cursor = keys.last().copied();
+            return Ok(false);
+        }
+        keys.push(key);
+        Ok(true)
+    })?;
+    Ok(Some(KeyPage { keys, next_cursor }))
+}
+
+/// Reads and verifies the records at `keys`, in that order.
+pub fn read_keys(
+    log: &TenantLog,
+    reader: &IndexReader,
+    keys: &[SortKey],
+) -> Result<Vec<Hit>, StoreError> {
+    keys.iter()
+        .map(|&key| {
+            Ok(Hit {
+                key,
+                event: log.read(reader, key.1)?,
+            })
+        })
+        .collect()
+}
+
 /// One window of results by position, with the number of all results (offset pagination, for
 /// APIs that need a total).
 #[derive(Debug, Clone)]

@@ -472,8 +472,20 @@ pub async fn record(
     kind: &str,
     details: Value,
 ) -> Result<(), Problem> {
+    let pending = queue_record(state, caller, kind, details)?;
+    wait_recorded(pending).await
+}
+
+/// Queues the access event of [`record`] without waiting, so that its fsync can overlap the
+/// rest of the request; [`wait_recorded`] must be awaited before the answer leaves.
+pub fn queue_record(
+    state: &AppState,
+    caller: &Caller,
+    kind: &str,
+    details: Value,
+) -> Result<Option<veritrail_store::PendingAppend>, Problem> {
     if state.access.registry().is_none() {
-        return Ok(());
+        return Ok(None);
     }
     let (actor_type, actor_id) = caller.actor();
     let action = kind.rsplit('.').next().unwrap_or(kind);
@@ -493,22 +505,14 @@ pub async fn record(
         "resource_id": caller.tenant,
         "event_data": data,
     });
-    append(&state.store, &caller.tenant, &event).await
+    queue(&state.store, &caller.tenant, &event).map(Some)
 }
 
-async fn append(
-    store: &Arc<dyn veritrail_store::Store>,
-    tenant: &str,
-    event: &Value,
-) -> Result<(), Problem> {
-    let event = Event::from_json(event, Uuid::now_v7).map_err(|e| {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal error",
-            format!("an access event did not validate: {e}"),
-        )
-    })?;
-    let pending = store.append(tenant, vec![event])?;
+/// Waits until a queued access event is durable.
+pub async fn wait_recorded(pending: Option<veritrail_store::PendingAppend>) -> Result<(), Problem> {
+    let Some(pending) = pending else {
+        return Ok(());
+    };
     pending.await.map_err(|_| {
         Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -517,6 +521,30 @@ async fn append(
         )
     })??;
     Ok(())
+}
+
+/// Validates and queues one event of the server's own.
+fn queue(
+    store: &Arc<dyn veritrail_store::Store>,
+    tenant: &str,
+    event: &Value,
+) -> Result<veritrail_store::PendingAppend, Problem> {
+    let event = Event::from_json(event, Uuid::now_v7).map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error",
+            format!("an access event did not validate: {e}"),
+        )
+    })?;
+    Ok(store.append(tenant, vec![event])?)
+}
+
+async fn append(
+    store: &Arc<dyn veritrail_store::Store>,
+    tenant: &str,
+    event: &Value,
+) -> Result<(), Problem> {
+    wait_recorded(Some(queue(store, tenant, event)?)).await
 }
 
 #[cfg(test)]
