@@ -81,23 +81,11 @@ async fn ingest(
             ));
         }
         let mut events = validate(&values)?;
-        // A person's key writes as that person, whatever the events claim (as Kubernaut does).
-        if let Some(person) = person {
-            for e in &mut events {
-                e.actor_type = "user".into();
-                e.actor_id = person.clone();
-            }
-        }
+        attribute(person.as_deref(), &mut events);
         Ok((events.len(), store.append(&tenant, events)?))
     })
     .await?;
-    let appended = pending.await.map_err(|_| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Shutting down",
-            "the writer stopped",
-        )
-    })??;
+    let appended = durable(pending).await?;
     let receipts: Vec<Value> = appended
         .receipts
         .iter()
@@ -111,32 +99,45 @@ async fn ingest(
     ))
 }
 
-/// Appends `events` for `caller` (atomically; a person's key writes as that person) and waits
-/// until they are durable. Returns the events as stored and the log's answer.
-pub(crate) async fn append_as(
-    state: &AppState,
-    caller: &Caller,
-    mut events: Vec<Event>,
-) -> Result<(Vec<Event>, veritrail_store::Appended), Problem> {
-    if let Some(person) = caller.person() {
-        for e in &mut events {
+/// A person's key writes as that person, whatever the events claim (as Kubernaut does).
+pub(crate) fn attribute(person: Option<&str>, events: &mut [Event]) {
+    if let Some(person) = person {
+        for e in events {
             e.actor_type = "user".into();
             e.actor_id = person.to_string();
         }
     }
+}
+
+/// Waits until a queued append is durable.
+pub(crate) async fn durable(
+    pending: veritrail_store::PendingAppend,
+) -> Result<veritrail_store::Appended, Problem> {
+    pending
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Shutting down",
+                "the writer stopped",
+            )
+        })?
+        .map_err(Problem::from)
+}
+
+/// Appends `events` for `caller` (atomically, attributed as [`attribute`] says) and waits until
+/// they are durable. The receipts are in the order of `events`.
+pub(crate) async fn append_as(
+    state: &AppState,
+    caller: &Caller,
+    mut events: Vec<Event>,
+) -> Result<veritrail_store::Appended, Problem> {
+    attribute(caller.person(), &mut events);
     let store = state.store.clone();
     let tenant = caller.tenant.clone();
-    let stored = events.clone();
     let pending =
         crate::blocking(move || store.append(&tenant, events).map_err(Problem::from)).await?;
-    let appended = pending.await.map_err(|_| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Shutting down",
-            "the writer stopped",
-        )
-    })??;
-    Ok((stored, appended))
+    durable(pending).await
 }
 
 /// Reads a request body of at most `max_body_bytes` (413 beyond), within `BODY_TIMEOUT` (408).

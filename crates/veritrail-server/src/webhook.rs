@@ -56,7 +56,7 @@ pub async fn kubernetes(
             .collect::<Result<Vec<_>, _>>()
     })
     .await?;
-    let (_, appended) = crate::ingest::append_as(&state, &caller, events).await?;
+    let appended = crate::ingest::append_as(&state, &caller, events).await?;
     let repeated = appended.receipts.iter().filter(|r| r.duplicate).count();
     Ok(Json(json!({
         "events": appended.receipts.len(),

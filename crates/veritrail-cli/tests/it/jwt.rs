@@ -55,6 +55,27 @@ fn token(der: &[u8], kid: &str, sub: &str, aud: &str, exp_in: i64) -> String {
     jsonwebtoken::encode(&header, &claims, &EncodingKey::from_ec_der(der)).expect("signing")
 }
 
+const ADMIN: &str = "vt_jwt_admin_0123456789abcdefghijklmnopqrstu";
+
+/// Starts a server trusting one issuer whose keys come from `jwks` (a `jwks_file = …` or
+/// `jwks_url = …` line), mapping `subject` to the `default` tenant's producer role.
+fn start(scratch: &support::Scratch, jwks: &str, subject: &str) -> support::Server {
+    let config = scratch.tmp.path().join("jwt.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"veritrail\"]\n{jwks}\n\n\
+             [[issuer.subject]]\nsubject = \"{subject}\"\ntenant = \"default\"\nrole = \"producer\"\n"
+        ),
+    )
+    .unwrap();
+    support::Server::start_authenticated_with(
+        &scratch.data(),
+        ADMIN,
+        &["--jwt-config", config.to_str().unwrap()],
+    )
+}
+
 #[test]
 fn service_account_tokens_authenticate_as_their_mapped_role() {
     let scratch = support::Scratch::new();
@@ -62,20 +83,10 @@ fn service_account_tokens_authenticate_as_their_mapped_role() {
     let (cluster_key, jwk) = key_pair(dir, "cluster", "k1");
     let (rogue_key, _) = key_pair(dir, "rogue", "k1");
     std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();
-    std::fs::write(
-        dir.join("jwt.toml"),
-        format!(
-            "[[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"veritrail\"]\njwks_file = \"jwks.json\"\n\n\
-             [[issuer.subject]]\nsubject = \"system:serviceaccount:kubernaut-system:*\"\ntenant = \"default\"\nrole = \"producer\"\n"
-        ),
-    )
-    .unwrap();
-    let admin = "vt_jwt_admin_0123456789abcdefghijklmnopqrstu";
-    let config = dir.join("jwt.toml");
-    let server = support::Server::start_authenticated_with(
-        &scratch.data(),
-        admin,
-        &["--jwt-config", config.to_str().unwrap()],
+    let server = start(
+        &scratch,
+        "jwks_file = \"jwks.json\"",
+        "system:serviceaccount:kubernaut-system:*",
     );
     let event = json!({
         "version": "1.0", "event_type": "gateway.signal.received",
@@ -131,7 +142,7 @@ fn service_account_tokens_authenticate_as_their_mapped_role() {
         assert!(!r.text.contains(&bad), "the answer repeats the token");
     }
     // API keys keep working beside tokens.
-    let auditor = server.key(admin, "auditor");
+    let auditor = server.key(ADMIN, "auditor");
     let page = server
         .get_as(&auditor, "/v1/events?correlation_id=rr-jwt")
         .ok_json();
@@ -161,22 +172,12 @@ fn the_jwks_can_come_from_a_url() {
             let _ = conn.write_all(reply.as_bytes());
         }
     });
-    std::fs::write(
-        dir.join("jwt.toml"),
-        format!(
-            "[[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"veritrail\"]\njwks_url = \"http://{addr}/openid/v1/jwks\"\n\n\
-             [[issuer.subject]]\nsubject = \"system:serviceaccount:kubernaut-system:gateway\"\ntenant = \"default\"\nrole = \"producer\"\n"
-        ),
-    )
-    .unwrap();
-    let admin = "vt_jwt_admin_0123456789abcdefghijklmnopqrstu";
-    let config = dir.join("jwt.toml");
-    let server = support::Server::start_authenticated_with(
-        &scratch.data(),
-        admin,
-        &["--jwt-config", config.to_str().unwrap()],
-    );
     let gateway = "system:serviceaccount:kubernaut-system:gateway";
+    let server = start(
+        &scratch,
+        &format!("jwks_url = \"http://{addr}/openid/v1/jwks\""),
+        gateway,
+    );
     let body = support::events(1, &support::corr("jwt-url"));
     let token = token(&cluster_key, "k1", gateway, "veritrail", 600);
     let r = server.call(Method::POST, "/v1/events", Some(&token), None, Some(&body));

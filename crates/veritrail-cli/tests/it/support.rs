@@ -57,6 +57,14 @@ pub fn command() -> Command {
     cmd
 }
 
+/// `veritrail serve` on `data_dir`, listening on an ephemeral loopback port.
+fn serve_command(data_dir: &Path) -> Command {
+    let mut cmd = command();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir);
+    cmd
+}
+
 /// Runs the CLI to completion.
 pub fn cli(args: &[&str]) -> Output {
     command()
@@ -202,12 +210,7 @@ impl Server {
             .append(true)
             .open(&stderr_path)
             .expect("creating the server log");
-        let mut child = command()
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
+        let mut child = serve_command(data_dir)
             .args(extra)
             .env("RUST_LOG", "info")
             .env("VERITRAIL_ADMIN_KEY", admin_key.unwrap_or_default())
@@ -244,12 +247,7 @@ impl Server {
 
     /// Starts a server that is expected to fail; returns its exit status and stderr.
     pub fn start_expecting_failure(data_dir: &Path) -> (ExitStatus, String) {
-        let mut child = command()
-            .arg("serve")
-            .arg("--listen")
-            .arg("127.0.0.1:0")
-            .arg("--data-dir")
-            .arg(data_dir)
+        let mut child = serve_command(data_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -510,16 +510,9 @@ pub fn queue_record(
 
 /// Waits until a queued access event is durable.
 pub async fn wait_recorded(pending: Option<veritrail_store::PendingAppend>) -> Result<(), Problem> {
-    let Some(pending) = pending else {
-        return Ok(());
-    };
-    pending.await.map_err(|_| {
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Shutting down",
-            "the writer stopped",
-        )
-    })??;
+    if let Some(pending) = pending {
+        crate::ingest::durable(pending).await?;
+    }
     Ok(())
 }
 

@@ -154,15 +154,13 @@ pub async fn create(
         ));
     }
     let event = check(&v, Utc::now()).map_err(bad)?;
-    let stored = crate::ingest::append_as(&state, &caller, vec![event])
-        .await?
-        .0;
-    let e = &stored[0];
+    let (id, time) = (event.event_id, format_time(&event.event_timestamp));
+    crate::ingest::append_as(&state, &caller, vec![event]).await?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
-            "event_id": e.event_id,
-            "event_timestamp": format_time(&e.event_timestamp),
+            "event_id": id,
+            "event_timestamp": time,
             "message": "audit event created",
         })),
     ))
@@ -193,12 +191,13 @@ pub async fn create_batch(
         .enumerate()
         .map(|(i, v)| check(v, now).map_err(|why| bad(format!("event at index {i}: {why}"))))
         .collect::<Result<Vec<_>, _>>()?;
-    let stored = crate::ingest::append_as(&state, &caller, events).await?.0;
+    let appended = crate::ingest::append_as(&state, &caller, events).await?;
+    let ids: Vec<_> = appended.receipts.iter().map(|r| r.event_id).collect();
     Ok((
         StatusCode::CREATED,
         Json(json!({
-            "event_ids": stored.iter().map(|e| e.event_id).collect::<Vec<_>>(),
-            "message": format!("{} audit events created", stored.len()),
+            "message": format!("{} audit events created", ids.len()),
+            "event_ids": ids,
         })),
     ))
 }
