@@ -77,8 +77,19 @@ fn tenants(data_dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(names)
 }
 
+/// Checks that `data_dir` is a data directory and takes its lock, which a running server holds.
+fn lock_stopped(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    anyhow::ensure!(
+        data_dir.join("tenants").is_dir(),
+        "{} is not a Veritrail data directory (it has no tenants/ directory; `veritrail serve` creates one)",
+        data_dir.display()
+    );
+    Ok(veritrail_store::embedded::lock_data_dir(data_dir)?)
+}
+
 /// `veritrail fsck`: exit 0 when clean, 1 naming the damage.
 pub fn fsck(args: DataDirArgs) -> anyhow::Result<ExitCode> {
+    let _lock = lock_stopped(&args.data_dir)?;
     let signer = veritrail_store::keys::load_signer(&args.data_dir)?;
     let vkey = signer.verifier();
     let mut clean = true;
@@ -129,6 +140,7 @@ pub fn fsck(args: DataDirArgs) -> anyhow::Result<ExitCode> {
 /// `veritrail reindex`: deletes and rebuilds every tenant's derived state.
 pub fn reindex(args: DataDirArgs) -> anyhow::Result<ExitCode> {
     crate::serve::init_logging();
+    let _lock = lock_stopped(&args.data_dir)?;
     for tenant in tenants(&args.data_dir)? {
         let dir = EmbeddedStore::tenant_dir(&args.data_dir, &tenant);
         let spinner =

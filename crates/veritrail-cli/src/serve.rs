@@ -195,6 +195,18 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     init_logging();
     let settings = resolve(args)?;
     veritrail_server::observe::install_metrics();
+    // The port first: a busy port must not leave a new data directory with keys behind.
+    let listener = std::net::TcpListener::bind(settings.listen)
+        .with_context(|| format!("listening on {}", settings.listen))?;
+    listener
+        .set_nonblocking(true)
+        .context("setting up the listening socket")?;
+    let limits = veritrail_server::connections::Limits {
+        max_connections: veritrail_server::connections::fit_to_file_limit(
+            veritrail_server::connections::Limits::default().max_connections,
+        ),
+        ..Default::default()
+    };
     let data_dir = settings.store.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -222,29 +234,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     let state = Arc::new(AppState::new(store.clone(), signer, settings.api, access));
     let served = runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(settings.listen)
-            .await
-            .with_context(|| format!("listening on {}", settings.listen))?;
+        let listener = tokio::net::TcpListener::from_std(listener)?;
         let addr = listener.local_addr()?;
         let url = veritrail_server::tls::url(addr, tls.is_some());
         outln!("veritrail listening on {url}");
-        tracing::info!(%url, vkey = %state.signer.vkey(), "serving");
+        tracing::info!(%url, vkey = %state.signer.vkey(), max_connections = limits.max_connections, "serving");
         veritrail_server::spawn_checkpointer(state.clone());
         let app = veritrail_server::router(state);
-        match tls {
-            Some(acceptor) => {
-                veritrail_server::tls::serve(listener, app, acceptor, shutdown_signal())
-                    .await
-                    .context("serving HTTPS")
-            }
-            None => axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(shutdown_signal())
+        veritrail_server::connections::serve(listener, app, tls, limits, shutdown_signal())
             .await
-            .context("serving HTTP"),
-        }
+            .context("serving")
     });
     tracing::info!("shutting down: finishing queued writes");
     store.close();

@@ -4,9 +4,14 @@
 //! "whatever serde emits today": keys sorted by UTF-16 code units, ECMAScript number
 //! formatting, minimal string escaping, no whitespace.
 //!
-//! One deliberate restriction on top of RFC 8785: integer literals outside ±(2^53 − 1) are
-//! rejected instead of being rounded to the nearest double, because rounding would silently
-//! alter what the producer sent (RFC 8785 §3.2.2.3 / I-JSON: such numbers must travel as strings).
+//! One deliberate restriction on top of RFC 8785, so that no number is silently altered: a number
+//! is accepted only when its value survives the trip through an IEEE-754 double. Fractions round
+//! to the nearest double as RFC 8785 prescribes (`0.1`, `333333333.33333329`), but when the number
+//! sent or its canonical form is a whole number, both must denote exactly the same value
+//! (`1e16` and `10000000000000000` are kept, `9007199254740993` and `9007199254740993.0`, which a
+//! double would turn into `…992`, are refused; I-JSON says such numbers travel as strings). The
+//! canonical form of an accepted number is accepted again and is its own canonical form, so
+//! whatever ingest accepts the reader accepts too: both call [`write_value`].
 
 use serde_json::{Map, Number, Value};
 use thiserror::Error;
@@ -17,11 +22,15 @@ pub const MAX_SAFE_INTEGER: u64 = (1 << 53) - 1;
 /// Why a JSON value has no canonical form.
 #[derive(Debug, Clone, Error, PartialEq, Eq)]
 pub enum CanonicalError {
-    /// An integer that a double cannot hold exactly.
+    /// A whole number that a double cannot hold exactly, or a number a double would turn into a
+    /// different whole number.
     #[error(
-        "number {0} is outside ±(2^53−1) and cannot be represented exactly; send it as a string"
+        "number {0} cannot be stored exactly as an IEEE-754 double (it would become {1}); send it as a string"
     )]
-    UnsafeInteger(String),
+    Inexact(String, String),
+    /// A number beyond the range of a double (magnitude above about 1.8e308).
+    #[error("number {0} is beyond the range of an IEEE-754 double; send it as a string")]
+    OutOfRange(String),
     /// NaN or infinity (cannot come from parsed JSON, but can from constructed values).
     #[error("number is not finite")]
     NotFinite,
@@ -76,32 +85,98 @@ fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) -> Result<(), Canon
 }
 
 fn write_number(n: &Number, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
-    if let Some(u) = n.as_u64() {
-        if u > MAX_SAFE_INTEGER {
-            return Err(CanonicalError::UnsafeInteger(n.to_string()));
-        }
-        out.extend_from_slice(u.to_string().as_bytes());
-    } else if let Some(i) = n.as_i64() {
-        if i.unsigned_abs() > MAX_SAFE_INTEGER {
-            return Err(CanonicalError::UnsafeInteger(n.to_string()));
-        }
-        out.extend_from_slice(i.to_string().as_bytes());
-    } else {
-        let f = n.as_f64().ok_or(CanonicalError::NotFinite)?;
-        if !f.is_finite() {
-            return Err(CanonicalError::NotFinite);
-        }
-        // An integer literal too long for 64 bits: serde_json keeps its text (the workspace
-        // enables `arbitrary_precision`), so it is refused here rather than rounded.
-        let text = n.to_string();
-        if !text.contains(['.', 'e', 'E']) {
-            return Err(CanonicalError::UnsafeInteger(text));
-        }
-        // ryu-js implements ECMAScript's Number::toString, which RFC 8785 §3.2.2.3 mandates.
-        let mut buf = ryu_js::Buffer::new();
-        out.extend_from_slice(buf.format_finite(f).as_bytes());
+    // Whole numbers within ±(2^53 − 1) are exact doubles and print as themselves.
+    let small = match (n.as_u64(), n.as_i64()) {
+        (Some(u), _) => (u <= MAX_SAFE_INTEGER).then(|| u.to_string()),
+        (None, Some(i)) => (i.unsigned_abs() <= MAX_SAFE_INTEGER).then(|| i.to_string()),
+        _ => None,
+    };
+    if let Some(text) = small {
+        out.extend_from_slice(text.as_bytes());
+        return Ok(());
     }
+    // serde_json keeps the number's text (the workspace enables `arbitrary_precision`).
+    let text = n.to_string();
+    let f: f64 = text.parse().map_err(|_| CanonicalError::NotFinite)?;
+    if !f.is_finite() {
+        return Err(CanonicalError::OutOfRange(abbreviate(&text)));
+    }
+    // ryu-js implements ECMAScript's Number::toString, which RFC 8785 §3.2.2.3 mandates.
+    let mut buf = ryu_js::Buffer::new();
+    let canonical = buf.format_finite(f);
+    let (sent, kept) = (Decimal::parse(&text), Decimal::parse(canonical));
+    if (sent.is_whole() || kept.is_whole()) && sent != kept {
+        return Err(CanonicalError::Inexact(
+            abbreviate(&text),
+            canonical.to_string(),
+        ));
+    }
+    out.extend_from_slice(canonical.as_bytes());
     Ok(())
+}
+
+/// A number's text shortened for an error message (a 400-digit number is named, not echoed).
+fn abbreviate(text: &str) -> String {
+    const KEEP: usize = 40;
+    if text.len() <= KEEP {
+        return text.to_string();
+    }
+    format!("{}… ({} characters)", &text[..KEEP], text.len())
+}
+
+/// The exact value of a JSON number's text: sign, significant digits (no leading or trailing
+/// zeros) and a power of ten, so that two texts are equal exactly when they denote one value.
+#[derive(Debug, PartialEq, Eq)]
+struct Decimal {
+    negative: bool,
+    digits: Vec<u8>,
+    exponent: i64,
+}
+
+impl Decimal {
+    /// Reads text of the JSON number grammar (`-?int(.frac)?([eE][+-]?digits)?`).
+    fn parse(text: &str) -> Decimal {
+        let (negative, rest) = match text.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, text),
+        };
+        let (mantissa, exp_text) = match rest.find(['e', 'E']) {
+            Some(i) => (&rest[..i], &rest[i + 1..]),
+            None => (rest, "0"),
+        };
+        let (int, frac) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+        // Exponents too long for i64 are beyond any double; saturating keeps the comparison sound.
+        let exp: i64 = exp_text.parse().unwrap_or(if exp_text.starts_with('-') {
+            i64::MIN / 2
+        } else {
+            i64::MAX / 2
+        });
+        let mut digits: Vec<u8> = int.bytes().chain(frac.bytes()).collect();
+        let mut exponent = exp.saturating_sub(frac.len() as i64);
+        let leading = digits.iter().take_while(|&&d| d == b'0').count();
+        digits.drain(..leading);
+        while digits.last() == Some(&b'0') {
+            digits.pop();
+            exponent = exponent.saturating_add(1);
+        }
+        if digits.is_empty() {
+            // Zero, with either sign, is one value.
+            return Decimal {
+                negative: false,
+                digits,
+                exponent: 0,
+            };
+        }
+        Decimal {
+            negative,
+            digits,
+            exponent,
+        }
+    }
+
+    fn is_whole(&self) -> bool {
+        self.digits.is_empty() || self.exponent >= 0
+    }
 }
 
 /// Appends the canonical form of the string `s` (quotes included).
@@ -163,20 +238,62 @@ mod tests {
         );
     }
 
+    fn canon(text: &str) -> Result<String, CanonicalError> {
+        let value: Value = serde_json::from_str(text).expect("test input is JSON");
+        to_vec(&value).map(|b| String::from_utf8(b).expect("utf-8"))
+    }
+
     #[test]
-    fn integers_beyond_2_pow_53_are_refused() {
-        assert!(to_vec(&json!(9007199254740991u64)).is_ok());
-        assert_eq!(
-            to_vec(&json!(9007199254740993u64)),
-            Err(CanonicalError::UnsafeInteger("9007199254740993".into()))
-        );
-        assert!(to_vec(&json!(-9007199254740993i64)).is_err());
-        let too_long: Value = serde_json::from_str("100000000000000000000000").expect("json");
+    fn whole_numbers_a_double_would_change_are_refused() {
+        assert_eq!(canon("9007199254740991").as_deref(), Ok("9007199254740991"));
         assert!(matches!(
-            to_vec(&too_long),
-            Err(CanonicalError::UnsafeInteger(_))
+            canon("9007199254740993"),
+            Err(CanonicalError::Inexact(..))
         ));
-        assert!(to_vec(&json!(1.5e300)).is_ok());
+        assert!(canon("-9007199254740993").is_err());
+        // A fraction-looking literal of a whole number is held to the same rule.
+        assert!(matches!(
+            canon("9007199254740993.0"),
+            Err(CanonicalError::Inexact(..))
+        ));
+        assert!(canon("9007199254740993.5").is_err());
+        assert!(canon("123456789012345678901234567").is_err());
+        // 10^23 has no exact double, but its canonical text still denotes 10^23.
+        assert_eq!(canon("100000000000000000000000").as_deref(), Ok("1e+23"));
+        assert!(canon("1.5e300").is_ok());
+        assert!(canon("1e-400").is_err(), "underflows to 0");
+    }
+
+    #[test]
+    fn whole_numbers_a_double_holds_exactly_are_kept() {
+        // These were once stored and then refused by the reader.
+        for (sent, kept) in [
+            ("1e16", "10000000000000000"),
+            ("1e20", "100000000000000000000"),
+            ("-1e16", "-10000000000000000"),
+            ("123e18", "123000000000000000000"),
+            ("9007199254740992.0", "9007199254740992"),
+            ("9007199254740992", "9007199254740992"),
+            ("10000000000000000", "10000000000000000"),
+            ("1000000000000000000000", "1e+21"),
+            ("-0", "0"),
+            ("-0.0", "0"),
+            ("4.50", "4.5"),
+        ] {
+            assert_eq!(canon(sent).as_deref(), Ok(kept), "{sent}");
+            assert_eq!(canon(kept).as_deref(), Ok(kept), "{kept} is a fixed point");
+        }
+    }
+
+    #[test]
+    fn out_of_range_numbers_are_named_briefly() {
+        let long = format!("1{}", "0".repeat(399));
+        let err = canon(&long).expect_err("beyond a double");
+        assert!(matches!(err, CanonicalError::OutOfRange(_)));
+        let message = err.to_string();
+        assert!(message.contains("(400 characters)"), "{message}");
+        assert!(message.len() < 200, "{message}");
+        assert!(canon("-1e309").is_err());
     }
 
     #[test]
@@ -190,5 +307,30 @@ mod tests {
             String::from_utf8(once).expect("utf-8"),
             r#"{"a":{"y":100,"z":null},"b":[1.5,0,1e+21,"x\u0001"]}"#
         );
+    }
+
+    proptest::proptest! {
+        /// Whatever number is accepted has a canonical form that is accepted again and is its own
+        /// canonical form: ingest and the reader cannot disagree about a number.
+        #[test]
+        fn accepted_numbers_are_fixed_points(
+            mantissa in "-?(0|[1-9][0-9]{0,25})(\\.[0-9]{1,20})?",
+            exponent in proptest::option::of(-330i32..330),
+            bits in proptest::num::f64::ANY,
+        ) {
+            let mut texts = vec![match exponent {
+                Some(e) => format!("{mantissa}e{e}"),
+                None => mantissa,
+            }];
+            if bits.is_finite() {
+                texts.push(format!("{bits:?}"));
+                texts.push(format!("{bits:e}"));
+            }
+            for text in texts {
+                if let Ok(kept) = canon(&text) {
+                    proptest::prop_assert_eq!(canon(&kept), Ok(kept.clone()), "{} → {}", text, kept);
+                }
+            }
+        }
     }
 }

@@ -4,7 +4,7 @@
 //! every problem is reported at once and names its field ("`event_outcome`: must be one of
 //! success, failure, pending"), which is what a producer debugging a rejected batch needs.
 
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::fmt;
@@ -101,10 +101,75 @@ pub fn format_time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-/// Parses an RFC 3339 timestamp and truncates it to the microsecond.
+/// Why a timestamp is not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    /// Not RFC 3339 text.
+    #[error("is not an RFC 3339 timestamp (e.g. 2025-12-13T02:00:00Z)")]
+    NotRfc3339,
+    /// An instant whose UTC year has no four-digit RFC 3339 form.
+    #[error("falls outside the years 0000 to 9999 once converted to UTC")]
+    OutOfRange,
+}
+
+/// Decides whether a timestamp is accepted, and what instant it stands for: RFC 3339 text whose
+/// instant, converted to UTC and truncated to the microsecond, lies in the years 0000 to 9999.
+/// Only such instants have a [`format_time`] form that is RFC 3339 again, so the one rule serves
+/// ingest and every reader of stored leaves (recovery, reindex, `fsck`, queries) alike.
+pub fn check_time(s: &str) -> Result<DateTime<Utc>, TimeError> {
+    let t = DateTime::parse_from_rfc3339(s)
+        .map_err(|_| TimeError::NotRfc3339)?
+        .with_timezone(&Utc);
+    let t = DateTime::from_timestamp_micros(t.timestamp_micros()).ok_or(TimeError::OutOfRange)?;
+    if (0..=9999).contains(&t.year()) {
+        Ok(t)
+    } else {
+        Err(TimeError::OutOfRange)
+    }
+}
+
+/// [`check_time`], for callers that need no reason.
 pub fn parse_time(s: &str) -> Option<DateTime<Utc>> {
-    let t = DateTime::parse_from_rfc3339(s).ok()?.with_timezone(&Utc);
-    DateTime::from_timestamp_micros(t.timestamp_micros())
+    check_time(s).ok()
+}
+
+/// The longest value, in characters, of each string field of an event. Every field that becomes
+/// an index key is bounded here (at most 255 characters, so at most 1 020 bytes of UTF-8), and
+/// every entry point checks it: events through [`Event::from_json`], query parameters through
+/// [`crate::query::Filter`], and the server's other routes through [`max_chars`].
+pub const FIELD_LIMITS: [(&str, usize); 24] = [
+    ("event_id", 64),
+    ("version", 20),
+    ("event_timestamp", 64),
+    ("event_type", 100),
+    ("event_category", 50),
+    ("event_action", 50),
+    ("event_outcome", 16),
+    ("actor_type", 64),
+    ("actor_id", 255),
+    ("actor_ip", 45),
+    ("resource_type", 255),
+    ("resource_id", 255),
+    ("resource_name", 1024),
+    ("correlation_id", 255),
+    ("parent_event_id", 64),
+    ("parent_event_date", 64),
+    ("trace_id", 64),
+    ("span_id", 32),
+    ("namespace", 253),
+    ("cluster_id", 255),
+    ("severity", 32),
+    ("error_code", 255),
+    ("error_message", 8192),
+    ("producer_id", 255),
+];
+
+/// The longest accepted value of string field `field`, in characters ([`FIELD_LIMITS`]).
+pub fn max_chars(field: &str) -> Option<usize> {
+    FIELD_LIMITS
+        .iter()
+        .find(|(name, _)| *name == field)
+        .map(|&(_, max)| max)
 }
 
 /// Collects field errors while an event is read.
@@ -124,8 +189,9 @@ impl<'a> Reader<'a> {
         });
     }
 
-    /// An optional string of at most `max` characters; `null` counts as absent.
-    fn string(&mut self, field: &str, max: usize) -> Option<String> {
+    /// An optional string of at most [`max_chars`] characters; `null` counts as absent.
+    fn string(&mut self, field: &str) -> Option<String> {
+        let max = max_chars(field).unwrap_or(0);
         match self.map.get(field) {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if s.is_empty() => {
@@ -144,27 +210,26 @@ impl<'a> Reader<'a> {
         }
     }
 
-    fn required_string(&mut self, field: &str, max: usize) -> String {
+    fn required_string(&mut self, field: &str) -> String {
         if matches!(self.map.get(field), None | Some(Value::Null)) {
             self.error(field, "is required");
         }
-        self.string(field, max).unwrap_or_default()
+        self.string(field).unwrap_or_default()
     }
 
     fn time(&mut self, field: &str) -> Option<DateTime<Utc>> {
-        let s = self.string(field, 64)?;
-        let t = parse_time(&s);
-        if t.is_none() {
-            self.error(
-                field,
-                format!("`{s}` is not an RFC 3339 timestamp (e.g. 2025-12-13T02:00:00Z)"),
-            );
+        let s = self.string(field)?;
+        match check_time(&s) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.error(field, format!("`{s}` {e}"));
+                None
+            }
         }
-        t
     }
 
     fn uuid(&mut self, field: &str) -> Option<Uuid> {
-        let s = self.string(field, 64)?;
+        let s = self.string(field)?;
         let id = Uuid::try_parse(&s).ok();
         if id.is_none() {
             self.error(field, format!("`{s}` is not a UUID"));
@@ -354,7 +419,7 @@ impl Event {
                 );
             }
         }
-        let event_type = r.required_string("event_type", 100);
+        let event_type = r.required_string("event_type");
         if !event_type.is_empty() {
             if let Err(m) = check_event_type(&event_type) {
                 r.error("event_type", m);
@@ -367,33 +432,29 @@ impl Event {
             }
             Some(_) => r.time("event_timestamp"),
         };
-        let event_category = r.required_string("event_category", 50);
-        let event_action = r.required_string("event_action", 50);
-        let event_outcome = r.required_string("event_outcome", 16);
+        let event_category = r.required_string("event_category");
+        let event_action = r.required_string("event_action");
+        let event_outcome = r.required_string("event_outcome");
         if !event_outcome.is_empty() && !OUTCOMES.contains(&event_outcome.as_str()) {
             r.error(
                 "event_outcome",
                 format!("`{event_outcome}` must be one of success, failure, pending"),
             );
         }
-        let correlation_id = r.string("correlation_id", 255);
-        let actor_type = r
-            .string("actor_type", 64)
-            .unwrap_or_else(|| "service".into());
+        let correlation_id = r.string("correlation_id");
+        let actor_type = r.string("actor_type").unwrap_or_else(|| "service".into());
         let actor_id = r
-            .string("actor_id", 255)
+            .string("actor_id")
             .unwrap_or_else(|| format!("{event_category}-service"));
         let resource_type = r
-            .string("resource_type", 255)
+            .string("resource_type")
             .unwrap_or_else(|| event_category.clone());
-        let resource_id = r
-            .string("resource_id", 255)
-            .or_else(|| correlation_id.clone());
+        let resource_id = r.string("resource_id").or_else(|| correlation_id.clone());
         let retention_days = r.integer("retention_days", 1, 36_500);
         let producer_seq = r.integer("producer_seq", 0, MAX_SAFE);
         let event = Event {
             event_id: r.uuid("event_id").unwrap_or_else(new_id),
-            version: r.string("version", 20).unwrap_or_else(|| "1.0".into()),
+            version: r.string("version").unwrap_or_else(|| "1.0".into()),
             event_timestamp: event_timestamp.unwrap_or_default(),
             event_type,
             event_category,
@@ -401,27 +462,27 @@ impl Event {
             event_outcome,
             actor_type,
             actor_id,
-            actor_ip: r.string("actor_ip", 45),
+            actor_ip: r.string("actor_ip"),
             resource_type,
             resource_id,
-            resource_name: r.string("resource_name", 1024),
+            resource_name: r.string("resource_name"),
             correlation_id,
             parent_event_id: r.uuid("parent_event_id"),
             parent_event_date: r.time("parent_event_date"),
-            trace_id: r.string("trace_id", 64),
-            span_id: r.string("span_id", 32),
-            namespace: r.string("namespace", 253),
-            cluster_id: r.string("cluster_id", 255),
-            severity: r.string("severity", 32),
+            trace_id: r.string("trace_id"),
+            span_id: r.string("span_id"),
+            namespace: r.string("namespace"),
+            cluster_id: r.string("cluster_id"),
+            severity: r.string("severity"),
             duration_ms: r.integer("duration_ms", 0, MAX_SAFE),
-            error_code: r.string("error_code", 255),
-            error_message: r.string("error_message", 8192),
+            error_code: r.string("error_code"),
+            error_message: r.string("error_message"),
             event_data: r.event_data(),
             is_sensitive: r.boolean("is_sensitive").unwrap_or(false),
             // The ranges checked above make these conversions lossless.
             retention_days: retention_days.map_or(DEFAULT_RETENTION_DAYS, |d| d as u32),
             producer_seq: producer_seq.map(|s| s as u64),
-            producer_id: r.string("producer_id", 255),
+            producer_id: r.string("producer_id"),
         };
         if r.errors.is_empty() {
             Ok(event)
@@ -836,7 +897,7 @@ mod tests {
         assert!(Event::from_json(&v, Uuid::now_v7).is_err());
         v["event_data"] = json!({"big": "x".repeat(MAX_EVENT_DATA_BYTES)});
         assert!(Event::from_json(&v, Uuid::now_v7).is_err());
-        v["event_data"] = json!({"n": 18014398509481984u64});
+        v["event_data"] = json!({"n": 18014398509481985u64});
         assert!(Event::from_json(&v, Uuid::now_v7).is_err());
     }
 

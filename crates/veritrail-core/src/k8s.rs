@@ -161,6 +161,11 @@ fn cut(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
 
+/// `s` cut to the longest value the event field `field` may hold.
+fn limited(field: &str, s: &str) -> String {
+    cut(s, crate::event::max_chars(field).unwrap_or(255))
+}
+
 /// One audit event as a Veritrail event.
 pub fn to_event(audit: &Value) -> Result<Event, String> {
     let text = |v: &Value, name: &str| v.get(name).and_then(Value::as_str).map(str::to_string);
@@ -177,6 +182,7 @@ pub fn to_event(audit: &Value) -> Result<Event, String> {
     let username = audit
         .get("user")
         .and_then(|u| text(u, "username"))
+        .filter(|u| !u.is_empty())
         .unwrap_or_else(|| "system:unknown".into());
     let actor_type = if username.starts_with("system:serviceaccount:") {
         "serviceaccount"
@@ -218,16 +224,16 @@ pub fn to_event(audit: &Value) -> Result<Event, String> {
     }
     let mut event = json!({
         "event_id": event_id(&audit_id, &stage).to_string(),
-        "event_type": format!("k8s.{}.{}", type_part(&resource_path), type_part(&verb)),
+        "event_type": limited("event_type", &format!("k8s.{}.{}", type_part(&resource_path), type_part(&verb))).trim_end_matches('.'),
         "event_timestamp": time,
         "event_category": CATEGORY,
-        "event_action": cut(&verb, 100),
+        "event_action": limited("event_action", &verb),
         "event_outcome": outcome,
         "actor_type": actor_type,
-        "actor_id": cut(&username, 255),
-        "resource_type": cut(resource.as_deref().unwrap_or("nonResourceURL"), 100),
-        "resource_id": cut(&resource_id, 255),
-        "correlation_id": cut(&audit_id, 255),
+        "actor_id": limited("actor_id", &username),
+        "resource_type": limited("resource_type", resource.as_deref().unwrap_or("nonResourceURL")),
+        "resource_id": limited("resource_id", &resource_id),
+        "correlation_id": limited("correlation_id", &audit_id),
         "event_data": Value::Object(data),
     });
     let e = event.as_object_mut().ok_or("internal: not an object")?;
@@ -236,13 +242,13 @@ pub fn to_event(audit: &Value) -> Result<Event, String> {
         .and_then(|ips| ips.get(0))
         .and_then(Value::as_str)
     {
-        e.insert("actor_ip".into(), json!(cut(ip, 45)));
+        e.insert("actor_ip".into(), json!(limited("actor_ip", ip)));
     }
     if let Some(ns) = namespace {
-        e.insert("namespace".into(), json!(cut(&ns, 253)));
+        e.insert("namespace".into(), json!(limited("namespace", &ns)));
     }
     if let Some(n) = name {
-        e.insert("resource_name".into(), json!(cut(&n, 1024)));
+        e.insert("resource_name".into(), json!(limited("resource_name", &n)));
     }
     if let Some(c) = code.filter(|c| *c >= 400) {
         e.insert("error_code".into(), json!(c.to_string()));
@@ -250,9 +256,11 @@ pub fn to_event(audit: &Value) -> Result<Event, String> {
             .get("message")
             .and_then(Value::as_str)
         {
-            e.insert("error_message".into(), json!(cut(m, 8192)));
+            e.insert("error_message".into(), json!(limited("error_message", m)));
         }
     }
+    // An empty optional value is an absent one (the event model refuses empty strings).
+    e.retain(|_, v| v.as_str() != Some(""));
     match Event::from_json(&event, Uuid::now_v7) {
         Ok(e) => Ok(e),
         Err(first) => {
@@ -438,5 +446,22 @@ mod tests {
         let not_k8s =
             json!({"protoPayload": {"methodName": "v2.deploymentmanager.deployments.insert"}});
         assert!(events_of(&not_k8s).is_err());
+    }
+
+    #[test]
+    fn odd_but_valid_audit_events_are_mapped_not_refused() {
+        let audit = json!({
+            "kind": "Event", "auditID": "0c9e5c4c-8a34-4d7e-9d8a-4f1b2f1d7a10", "stage": "ResponseComplete",
+            "verb": "v".repeat(60),
+            "user": {"username": ""},
+            "objectRef": {"resource": "r".repeat(63), "subresource": "s".repeat(40), "namespace": ""},
+            "requestURI": "",
+            "stageTimestamp": "2025-01-01T00:00:00Z",
+        });
+        let e = to_event(&audit).expect("an apiserver can send this; refusing it loses the batch");
+        assert_eq!(e.actor_id, "system:unknown");
+        assert_eq!(e.event_action.chars().count(), 50);
+        assert!(e.event_type.chars().count() <= 100, "{}", e.event_type);
+        assert_eq!(e.namespace, None);
     }
 }

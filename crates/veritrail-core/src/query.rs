@@ -64,7 +64,15 @@ pub enum FilterError {
     /// The same parameter twice.
     #[error("filter `{0}` is given more than once")]
     Repeated(String),
+    /// A value longer than any stored value of its field can be.
+    #[error(
+        "filter `{name}` is longer than {max} characters (the longest value an event may hold)"
+    )]
+    TooLong { name: String, max: usize },
 }
+
+/// The longest `data.<path>` filter path or value, in characters.
+pub const MAX_DATA_FILTER_CHARS: usize = 1024;
 
 /// A conjunction of conditions on events; an empty filter matches everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -103,6 +111,16 @@ impl Filter {
                 value: value.to_string(),
             })
         };
+        let max = match name.strip_prefix("data.") {
+            Some(_) => MAX_DATA_FILTER_CHARS,
+            None => crate::event::max_chars(name).unwrap_or(64),
+        };
+        if value.chars().count() > max || name.chars().count() > max + 5 {
+            return Err(FilterError::TooLong {
+                name: name.chars().take(64).collect(),
+                max,
+            });
+        }
         match name {
             "event_type" if self.event_type.is_some() => return Err(repeated()),
             "event_type" => self.event_type = Some(TypeMatch::parse(value)),

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
@@ -16,7 +16,7 @@ use veritrail_store::embedded::valid_tenant;
 
 use crate::access::keys::{KeyInfo, KeyRegistry, NewKey, Role};
 use crate::access::{self, Caller};
-use crate::problem::Problem;
+use crate::problem::{PathText, Problem};
 use crate::{blocking, AppState};
 
 /// Body of `POST /v1/admin/keys`.
@@ -169,8 +169,9 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
+    let Query(q) = q.map_err(|e| Problem::bad_request(e.to_string()))?;
     let own = caller.key.as_ref().and_then(|k| k.tenant.clone());
     let tenant = own.or(q.tenant);
     let keys = registry(&state)?.list(tenant.as_deref());
@@ -183,7 +184,7 @@ pub async fn list(
 pub async fn revoke(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<Json<KeyInfo>, Problem> {
     let reg = registry(&state)?;
     let not_found = || Problem::not_found(format!("no key with id `{id}`"));

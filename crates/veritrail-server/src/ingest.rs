@@ -3,9 +3,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{to_bytes, Body};
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -15,9 +15,6 @@ use veritrail_core::hash::to_b64;
 use crate::access::Caller;
 use crate::problem::Problem;
 use crate::AppState;
-
-/// Longest time to receive a request body.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Handles an ingest request.
 pub async fn post_events(
@@ -45,20 +42,15 @@ async fn ingest(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(usize, Value), Problem> {
-    let _permit = state.ingest_permits.try_acquire().map_err(|_| {
-        let mut p = Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many concurrent requests",
-            format!(
-                "{} ingest requests are in progress; retry shortly",
-                state.config.max_concurrent_ingests
-            ),
-        );
-        p.retry_after_s = Some(1);
-        p
-    })?;
-    let bytes = read_body(state, body).await?;
-    let media = media_type(headers);
+    let (_admitted, media, bytes) = crate::admission::read_body(
+        state,
+        caller,
+        headers,
+        body,
+        state.config.max_body_bytes,
+        EVENT_MEDIA,
+    )
+    .await?;
     let max = state.config.max_events_per_request;
     let store = state.store.clone();
     let tenant = caller.tenant.clone();
@@ -140,52 +132,13 @@ pub(crate) async fn append_as(
     durable(pending).await
 }
 
-/// Reads a request body of at most `max_body_bytes` (413 beyond), within `BODY_TIMEOUT` (408).
-pub(crate) async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, Problem> {
-    read_body_limited(body, state.config.max_body_bytes).await
-}
-
-/// Reads a request body of at most `limit` bytes (413 beyond), within `BODY_TIMEOUT` (408).
-pub(crate) async fn read_body_limited(
-    body: Body,
-    limit: usize,
-) -> Result<axum::body::Bytes, Problem> {
-    // A slow sender holds resources (an ingest permit, a connection): give it a bounded time.
-    tokio::time::timeout(BODY_TIMEOUT, to_bytes(body, limit))
-        .await
-        .map_err(|_| {
-            Problem::new(
-                StatusCode::REQUEST_TIMEOUT,
-                "Request too slow",
-                format!(
-                    "the body did not arrive within {} s",
-                    BODY_TIMEOUT.as_secs()
-                ),
-            )
-        })?
-        .map_err(|_| {
-            Problem::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Request too large",
-                format!("the body exceeds {limit} bytes"),
-            )
-        })
-}
-
-/// The request's media type, lowercased, without parameters (JSON when absent).
-fn media_type(headers: &HeaderMap) -> String {
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_else(|| "application/json".into())
-}
+/// Media types `POST /v1/events` takes: one event or an array, or one event per line.
+const EVENT_MEDIA: &[&str] = &[
+    "application/json",
+    "application/x-ndjson",
+    "application/ndjson",
+    "application/jsonl",
+];
 
 /// Splits the body into event values according to its media type.
 fn split_body(media: &str, bytes: &[u8]) -> Result<Vec<Value>, Problem> {
@@ -203,7 +156,7 @@ fn split_body(media: &str, bytes: &[u8]) -> Result<Vec<Value>, Problem> {
                 })
                 .collect()
         }
-        "application/json" | "" => match veritrail_core::json::from_slice(bytes) {
+        "application/json" => match veritrail_core::json::from_slice(bytes) {
             Ok(Value::Array(items)) => Ok(items),
             Ok(v) => Ok(vec![v]),
             Err(e) => Err(Problem::bad_request(format!("malformed JSON: {e}"))),

@@ -7,6 +7,8 @@
 
 pub mod access;
 pub mod admin;
+pub mod admission;
+pub mod connections;
 pub mod ingest;
 pub mod kubernaut;
 pub mod observe;
@@ -38,9 +40,12 @@ pub struct ApiConfig {
     pub checkpoint_interval: Duration,
     /// Most events one export bundle may hold.
     pub max_export_events: usize,
-    /// Ingest requests read and validated at once; more get 503 at once, so that request
-    /// bodies waiting for the disk never take more than this many times `max_body_bytes`.
+    /// Requests with a body (every ingest route, verify-chain) read and worked on at once; more
+    /// get 503 at once, so that request bodies never take more than this many times the largest
+    /// body (`max_body_bytes`, or the webhook's 10 MiB).
     pub max_concurrent_ingests: usize,
+    /// How many of those one key may hold, so that one producer cannot starve the others.
+    pub max_concurrent_ingests_per_key: usize,
 }
 
 impl Default for ApiConfig {
@@ -51,6 +56,7 @@ impl Default for ApiConfig {
             checkpoint_interval: Duration::from_secs(1),
             max_export_events: 100_000,
             max_concurrent_ingests: 64,
+            max_concurrent_ingests_per_key: 16,
         }
     }
 }
@@ -61,8 +67,8 @@ pub struct AppState {
     /// Signs export manifests with the log key.
     pub signer: NoteSigner,
     pub config: ApiConfig,
-    /// Permits for concurrent ingest requests (see [`ApiConfig::max_concurrent_ingests`]).
-    pub ingest_permits: tokio::sync::Semaphore,
+    /// The admission gate of requests with a body (see [`ApiConfig::max_concurrent_ingests`]).
+    pub admission: admission::Admission,
     /// Keys and the denial limiter.
     pub access: access::Access,
 }
@@ -75,12 +81,15 @@ impl AppState {
         config: ApiConfig,
         access: access::Access,
     ) -> AppState {
-        let ingest_permits = tokio::sync::Semaphore::new(config.max_concurrent_ingests);
+        let admission = admission::Admission::new(
+            config.max_concurrent_ingests,
+            config.max_concurrent_ingests_per_key,
+        );
         AppState {
             store,
             signer,
             config,
-            ingest_permits,
+            admission,
             access,
         }
     }
@@ -143,6 +152,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             access::authorize,
         ))
         .fallback(observe::not_found)
+        .layer(axum::middleware::from_fn(problem::request_limits))
         .with_state(state)
 }
 

@@ -121,3 +121,77 @@ impl From<StoreError> for Problem {
         }
     }
 }
+
+/// Longest request target (path and query) the API reads.
+pub const MAX_URI_BYTES: usize = 8 << 10;
+/// Most bytes of request headers, names and values together.
+pub const MAX_HEADER_BYTES: usize = 64 << 10;
+/// Most request header fields.
+pub const MAX_HEADERS: usize = 100;
+
+/// Refuses oversized request targets (414) and headers (431) with a problem document before any
+/// routing. The HTTP parser's own limits sit above these (`crate::connections`), so it answers
+/// only requests far beyond them (a target over 64 KiB, headers over 1 MiB or 256 fields),
+/// with a bare status.
+pub async fn request_limits(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let uri = req.uri().path_and_query().map_or(0, |p| p.as_str().len());
+    if uri > MAX_URI_BYTES {
+        return Problem::new(
+            StatusCode::URI_TOO_LONG,
+            "Request target too long",
+            format!("the path and query are {uri} bytes; at most {MAX_URI_BYTES} are read"),
+        )
+        .into_response();
+    }
+    let headers = req.headers();
+    let size: usize = headers
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum();
+    if headers.len() > MAX_HEADERS || size > MAX_HEADER_BYTES {
+        return Problem::new(
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "Request headers too large",
+            format!(
+                "{} header fields of {size} bytes; at most {MAX_HEADERS} fields and {MAX_HEADER_BYTES} bytes are read",
+                headers.len()
+            ),
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// A path parameter, with a problem document when it is not valid percent-encoded UTF-8.
+pub struct PathText(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for PathText {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<PathText, Problem> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(s)| PathText(s))
+            .map_err(|e| Problem::bad_request(format!("the path is not valid: {e}")))
+    }
+}
+
+/// Query parameters as name/value pairs, with a problem document when they cannot be decoded.
+pub struct QueryPairs(pub Vec<(String, String)>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for QueryPairs {
+    type Rejection = Problem;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<QueryPairs, Problem> {
+        axum::extract::Query::<Vec<(String, String)>>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(q)| QueryPairs(q))
+            .map_err(|e| Problem::bad_request(format!("the query string is not valid: {e}")))
+    }
+}

@@ -18,7 +18,7 @@ use veritrail_core::query::Filter;
 use veritrail_store::{Order, QuerySpec};
 
 use crate::access::{self, Caller};
-use crate::problem::Problem;
+use crate::problem::{Problem, QueryPairs};
 use crate::{blocking, AppState};
 
 /// Axum's own rejection is plain text; every error of this API is a problem.
@@ -164,7 +164,7 @@ pub async fn consistency(
 pub async fn export(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Query(params): Query<Vec<(String, String)>>,
+    QueryPairs(params): QueryPairs,
 ) -> Result<impl IntoResponse, Problem> {
     let filter = Filter::from_pairs(
         params.iter().map(|(k, v)| (k.as_str(), v.as_str())),

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::Extension;
@@ -18,7 +18,7 @@ use veritrail_store::index::SortKey;
 use veritrail_store::{Order, Page, QuerySpec, StoredEvent};
 
 use crate::access::{self, Caller};
-use crate::problem::Problem;
+use crate::problem::{PathText, Problem, QueryPairs};
 use crate::{blocking, AppState};
 
 /// Largest page.
@@ -199,7 +199,7 @@ async fn run_query(
 pub async fn list_events(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Query(params): Query<Vec<(String, String)>>,
+    QueryPairs(params): QueryPairs,
 ) -> Result<Response, Problem> {
     let (filter, paging) = split_params(params)?;
     let page = run_query(&state, &caller, filter, paging).await?;
@@ -218,7 +218,7 @@ pub async fn list_events(
 pub async fn get_event(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    PathText(id): PathText,
 ) -> Result<Response, Problem> {
     let id =
         Uuid::try_parse(&id).map_err(|_| Problem::bad_request(format!("`{id}` is not a UUID")))?;
@@ -240,8 +240,8 @@ pub async fn get_event(
 pub async fn timeline(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
-    Query(params): Query<Vec<(String, String)>>,
+    PathText(id): PathText,
+    QueryPairs(params): QueryPairs,
 ) -> Result<Response, Problem> {
     let (mut filter, mut paging) = split_params(params)?;
     if filter.exact("correlation_id").is_some() {
@@ -249,7 +249,9 @@ pub async fn timeline(
             "the correlation id is given in the path",
         ));
     }
-    filter.exact.push(("correlation_id".into(), id.clone()));
+    filter
+        .add("correlation_id", &id, chrono::Utc::now())
+        .map_err(|e| Problem::bad_request(e.to_string()))?;
     paging.order = Order::Asc;
     if paging.limit == DEFAULT_LIMIT {
         paging.limit = MAX_LIMIT;
@@ -279,7 +281,7 @@ pub async fn timeline(
 pub async fn producers(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Query(params): Query<Vec<(String, String)>>,
+    QueryPairs(params): QueryPairs,
 ) -> Result<Json<Value>, Problem> {
     let mut only = None;
     for (k, v) in params {

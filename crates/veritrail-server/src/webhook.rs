@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
@@ -24,10 +24,19 @@ pub const MAX_BODY_BYTES: usize = 10 << 20;
 pub async fn kubernetes(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, Problem> {
     let limit = MAX_BODY_BYTES.max(state.config.max_body_bytes);
-    let bytes = crate::ingest::read_body_limited(body, limit).await?;
+    let (_admitted, _, bytes) = crate::admission::read_body(
+        &state,
+        &caller,
+        &headers,
+        body,
+        limit,
+        crate::admission::JSON,
+    )
+    .await?;
     let max = state.config.max_events_per_request;
     let events = crate::blocking(move || {
         let body = veritrail_core::json::from_slice(&bytes)

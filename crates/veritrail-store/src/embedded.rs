@@ -38,9 +38,36 @@ pub struct Tenant {
 
 /// The embedded store.
 pub struct EmbeddedStore {
+    /// Held open for the store's lifetime: its lock keeps a second process off the directory.
+    _lock: std::fs::File,
     config: EmbeddedConfig,
     signer: NoteSigner,
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
+}
+
+/// The lock file of a data directory.
+pub const LOCK_FILE: &str = "store.lock";
+
+/// Takes the exclusive lock of the data directory, so that two servers (or a server and `fsck`)
+/// never work on one store, even before it has a tenant.
+pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
+    let path = data_dir.join(LOCK_FILE);
+    let file = std::fs::File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(StoreError::io(format!("opening {}", path.display())))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(format!(
+            "{} is in use by another process: is a server already running on this data directory?",
+            data_dir.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(StoreError::io(format!("locking {}", path.display()))(e))
+        }
+    }
 }
 
 /// True for names usable as a tenant directory and checkpoint origin suffix.
@@ -57,7 +84,9 @@ impl EmbeddedStore {
     pub fn open(config: EmbeddedConfig, signer: NoteSigner) -> Result<EmbeddedStore, StoreError> {
         let tenants_dir = config.data_dir.join("tenants");
         crate::segment::create_dir_durable(&tenants_dir)?;
+        let lock = lock_data_dir(&config.data_dir)?;
         let store = EmbeddedStore {
+            _lock: lock,
             config,
             signer,
             tenants: RwLock::new(HashMap::new()),

@@ -35,6 +35,9 @@ pub enum StoreError {
     /// Signing a checkpoint failed.
     #[error("checkpoint: {0}")]
     Checkpoint(String),
+    /// Another process holds the data directory.
+    #[error("{0}")]
+    InUse(String),
     /// The store is shutting down.
     #[error("the store is shutting down")]
     Closed,

@@ -183,3 +183,222 @@ fn the_jwks_can_come_from_a_url() {
     let r = server.call(Method::POST, "/v1/events", Some(&token), None, Some(&body));
     assert_eq!(r.status, 200, "{}", r.text);
 }
+
+/// A JWT with exactly this header and these claims (as JSON, so that the header may carry
+/// members `jsonwebtoken::Header` does not know, such as `crit`), signed with `alg`.
+fn signed(header: &Value, claims: &Value, key: &EncodingKey, alg: Algorithm) -> String {
+    let message = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), key, alg).expect("signing");
+    format!("{message}.{signature}")
+}
+
+/// Claims that the server accepts for `sub` (audience `veritrail`, ten minutes to live).
+fn claims(sub: &str) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    json!({"iss": ISSUER, "sub": sub, "aud": ["veritrail"], "iat": now, "exp": now + 600})
+}
+
+/// POSTs one event with `bearer`.
+fn post_as(server: &support::Server, bearer: &str) -> support::Resp {
+    let body = support::events(1, &support::corr("jwt"));
+    server.call(Method::POST, "/v1/events", Some(bearer), None, Some(&body))
+}
+
+const GATEWAY: &str = "system:serviceaccount:kubernaut-system:gateway";
+
+/// A token that is not valid yet (`nbf` a day ahead, well beyond any leeway) is refused, though
+/// everything else about it is right.
+#[test]
+fn a_token_not_valid_yet_is_refused() {
+    let scratch = support::Scratch::new();
+    let dir = scratch.tmp.path();
+    let (der, jwk) = key_pair(dir, "cluster", "k1");
+    std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();
+    let server = start(&scratch, "jwks_file = \"jwks.json\"", GATEWAY);
+    let key = EncodingKey::from_ec_der(&der);
+    let header = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
+    let now = chrono::Utc::now().timestamp();
+
+    let mut current = claims(GATEWAY);
+    current["nbf"] = json!(now - 10);
+    let ok = post_as(&server, &signed(&header, &current, &key, Algorithm::ES256));
+    assert_eq!(ok.status, 200, "an nbf in the past: {}", ok.text);
+
+    let mut future = claims(GATEWAY);
+    future["nbf"] = json!(now + 86_400);
+    future["exp"] = json!(now + 2 * 86_400);
+    let bad = signed(&header, &future, &key, Algorithm::ES256);
+    let r = post_as(&server, &bad);
+    r.problem(401);
+    assert!(!r.text.contains(&bad), "the answer repeats the token");
+}
+
+/// A header naming critical extensions (`crit`) is refused even when the signature and the
+/// claims are good: the server understands no extension (RFC 7515 §4.1.11).
+#[test]
+fn a_token_with_critical_extensions_is_refused() {
+    let scratch = support::Scratch::new();
+    let dir = scratch.tmp.path();
+    let (der, jwk) = key_pair(dir, "cluster", "k1");
+    std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();
+    let server = start(&scratch, "jwks_file = \"jwks.json\"", GATEWAY);
+    let key = EncodingKey::from_ec_der(&der);
+    let claims = claims(GATEWAY);
+
+    let plain = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
+    let ok = post_as(&server, &signed(&plain, &claims, &key, Algorithm::ES256));
+    assert_eq!(ok.status, 200, "the same token without crit: {}", ok.text);
+
+    for crit in [
+        json!({"alg": "ES256", "typ": "JWT", "kid": "k1", "crit": ["exp"]}),
+        json!({"alg": "ES256", "typ": "JWT", "kid": "k1", "crit": ["b64"], "b64": true}),
+    ] {
+        let bad = signed(&crit, &claims, &key, Algorithm::ES256);
+        let r = post_as(&server, &bad);
+        r.problem(401);
+        assert!(!r.text.contains(&bad), "the answer repeats the token");
+    }
+}
+
+/// Decodes hexadecimal digits (as `openssl rsa -modulus` prints them).
+fn unhex(hex: &str) -> Vec<u8> {
+    assert!(hex.len() % 2 == 0, "odd hex: {hex}");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits"))
+        .collect()
+}
+
+/// An RSA key marked `"alg": "RS256"` in the JWKS verifies RS256 signatures only: a PS256
+/// signature made with the very same private key is refused (RFC 7517 §4.4).
+#[test]
+fn a_key_marked_for_one_algorithm_verifies_only_that_one() {
+    let scratch = support::Scratch::new();
+    let dir = scratch.tmp.path();
+    support::openssl(
+        dir,
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "rsa.pem",
+        ],
+    );
+    // ring signs with a PKCS#1 RSAPrivateKey.
+    let der = support::openssl(
+        dir,
+        &["rsa", "-in", "rsa.pem", "-traditional", "-outform", "DER"],
+    );
+    let modulus = String::from_utf8(support::openssl(
+        dir,
+        &["rsa", "-in", "rsa.pem", "-noout", "-modulus"],
+    ))
+    .expect("utf-8");
+    let modulus = modulus
+        .trim()
+        .strip_prefix("Modulus=")
+        .unwrap_or_else(|| panic!("unexpected modulus output {modulus:?}"));
+    let jwk = json!({
+        "kty": "RSA", "kid": "r1", "use": "sig", "alg": "RS256",
+        "n": URL_SAFE_NO_PAD.encode(unhex(modulus)),
+        "e": "AQAB",
+    });
+    std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();
+    let server = start(&scratch, "jwks_file = \"jwks.json\"", GATEWAY);
+    let key = EncodingKey::from_rsa_der(&der);
+    let claims = claims(GATEWAY);
+
+    let rs256 = signed(
+        &json!({"alg": "RS256", "typ": "JWT", "kid": "r1"}),
+        &claims,
+        &key,
+        Algorithm::RS256,
+    );
+    let ok = post_as(&server, &rs256);
+    assert_eq!(ok.status, 200, "RS256 with the RS256 key: {}", ok.text);
+
+    let ps256 = signed(
+        &json!({"alg": "PS256", "typ": "JWT", "kid": "r1"}),
+        &claims,
+        &key,
+        Algorithm::PS256,
+    );
+    let r = post_as(&server, &ps256);
+    r.problem(401);
+    assert!(!r.text.contains(&ps256), "the answer repeats the token");
+}
+
+/// A subject rule whose tenant is not a tenant name (here a path escape) stops `serve` at
+/// startup, with a message naming it, instead of serving with it.
+#[test]
+fn a_subject_rule_with_a_bad_tenant_name_stops_the_server() {
+    let scratch = support::Scratch::new();
+    let dir = scratch.tmp.path();
+    let (_, jwk) = key_pair(dir, "cluster", "k1");
+    std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();
+    let config = dir.join("jwt.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[issuer]]\nissuer = \"{ISSUER}\"\naudiences = [\"veritrail\"]\njwks_file = \"jwks.json\"\n\n\
+             [[issuer.subject]]\nsubject = \"{GATEWAY}\"\ntenant = \"../evil\"\nrole = \"producer\"\n"
+        ),
+    )
+    .unwrap();
+    // Output to files, so that neither pipe can fill and stall the child.
+    let stdout_path = dir.join("serve.stdout");
+    let stderr_path = dir.join("serve.stderr");
+    let mut child = support::command()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(scratch.data())
+        .arg("--jwt-config")
+        .arg(&config)
+        .env("VERITRAIL_ADMIN_KEY", ADMIN)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&stdout_path).unwrap())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .expect("spawning veritrail serve");
+    let deadline = std::time::Instant::now() + support::DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for the server") {
+            break status;
+        }
+        let listening = std::fs::read_to_string(&stdout_path)
+            .unwrap_or_default()
+            .contains("listening on");
+        if listening || std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "the server {} although a subject rule names tenant `../evil`; stderr:\n{}",
+                if listening { "started" } else { "kept running" },
+                std::fs::read_to_string(&stderr_path).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    assert!(!status.success(), "exit {status}; stderr:\n{stderr}");
+    assert!(
+        stderr.contains("../evil"),
+        "the message does not name the tenant; stderr:\n{stderr}"
+    );
+    assert!(
+        !scratch
+            .data()
+            .join("tenants")
+            .join("..")
+            .join("evil")
+            .exists()
+            && !dir.join("evil").exists(),
+        "a directory was made outside the tenants"
+    );
+}

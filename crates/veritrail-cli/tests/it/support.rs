@@ -198,6 +198,21 @@ impl Server {
     }
 
     fn spawn(data_dir: &Path, extra: &[&str], admin_key: Option<&str>) -> Server {
+        Server::spawn_limited(data_dir, extra, admin_key, None)
+    }
+
+    /// Like [`Server::start_authenticated`], with the server's open-file limit (soft and hard)
+    /// set to `files`.
+    pub fn start_with_file_limit(data_dir: &Path, admin_key: &str, files: u64) -> Server {
+        Server::spawn_limited(data_dir, &[], Some(admin_key), Some(files))
+    }
+
+    fn spawn_limited(
+        data_dir: &Path,
+        extra: &[&str],
+        admin_key: Option<&str>,
+        files: Option<u64>,
+    ) -> Server {
         let parent = data_dir.parent().expect("data dir has a parent");
         let name = data_dir
             .file_name()
@@ -210,7 +225,25 @@ impl Server {
             .append(true)
             .open(&stderr_path)
             .expect("creating the server log");
-        let mut child = serve_command(data_dir)
+        let mut cmd = serve_command(data_dir);
+        if let Some(files) = files {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches nothing of the parent.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: files,
+                        rlim_max: files,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = cmd
             .args(extra)
             .env("RUST_LOG", "info")
             .env("VERITRAIL_ADMIN_KEY", admin_key.unwrap_or_default())

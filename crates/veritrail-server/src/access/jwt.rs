@@ -129,6 +129,16 @@ impl Issuers {
                     c.issuer
                 )));
             }
+            if let Some(r) = c
+                .subject
+                .iter()
+                .find(|r| !veritrail_store::embedded::valid_tenant(&r.tenant))
+            {
+                return Err(JwtError::Config(format!(
+                    "issuer {}, subject `{}`: `{}` is not a tenant name (a-z, 0-9, - and _, at most 64)",
+                    c.issuer, r.subject, r.tenant
+                )));
+            }
             issuers.push(Issuer {
                 issuer: c.issuer,
                 audiences: c.audiences,
@@ -157,6 +167,7 @@ impl Issuers {
                 header.alg
             )));
         }
+        refuse_critical_extensions(token)?;
         let kid = header
             .kid
             .ok_or_else(|| JwtError::Invalid("no `kid` in the header".into()))?;
@@ -164,8 +175,19 @@ impl Issuers {
             let Some(jwk) = issuer.keys.find(&kid) else {
                 continue;
             };
+            // A key marked for one algorithm verifies only that one (RFC 7517 §4.4): an RSA key
+            // for RS256 must not accept a PS256 signature.
+            if let Some(marked) = jwk.common.key_algorithm {
+                if marked.to_string() != format!("{:?}", header.alg) {
+                    return Err(JwtError::Invalid(format!(
+                        "the key `{kid}` is for {marked}, not {:?}",
+                        header.alg
+                    )));
+                }
+            }
             let key = DecodingKey::from_jwk(jwk).map_err(bad)?;
             let mut validation = Validation::new(header.alg);
+            validation.validate_nbf = true;
             validation.set_issuer(&[&issuer.issuer]);
             validation.set_audience(&issuer.audiences);
             validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
@@ -193,4 +215,23 @@ impl Issuers {
             "no trusted issuer has the key `{kid}`"
         )))
     }
+}
+
+/// Refuses a token whose header names critical extensions (`crit`): this verifier understands
+/// none, and RFC 7515 §4.1.11 says such a token must then be rejected.
+fn refuse_critical_extensions(token: &str) -> Result<(), JwtError> {
+    use base64::Engine;
+    let invalid = |m: &str| JwtError::Invalid(m.to_string());
+    let head = token.split('.').next().unwrap_or("");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(head.trim_end_matches('='))
+        .map_err(|_| invalid("the header is not base64url"))?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|_| invalid("the header is not JSON"))?;
+    if header.get("crit").is_some() {
+        return Err(invalid(
+            "the header names critical extensions (`crit`), which this server does not support",
+        ));
+    }
+    Ok(())
 }

@@ -108,6 +108,53 @@ pub struct Access {
     /// Trusted JWT issuers (service-account tokens), beside the keys.
     jwt: Option<jwt::Issuers>,
     denials: Mutex<HashMap<IpAddr, (Instant, u64)>>,
+    /// Denial events logged, across all sources (many sources must not flood the log either).
+    denial_events: Mutex<TokenBucket>,
+    /// Refusals answered at once, across all sources; beyond it each refusal is slowed.
+    refusals: Mutex<TokenBucket>,
+}
+
+/// How many denial events are logged at most, in a burst and per second after it.
+const DENIAL_EVENTS_BURST: f64 = 60.0;
+const DENIAL_EVENTS_PER_S: f64 = 1.0;
+/// How many refusals are answered at once, in a burst and per second after it, before each
+/// further one waits [`REFUSAL_DELAY`]: key guessing gets slow, and an honest client with a wrong
+/// key hardly notices.
+const REFUSALS_BURST: f64 = 100.0;
+const REFUSALS_PER_S: f64 = 50.0;
+const REFUSAL_DELAY: Duration = Duration::from_secs(1);
+
+/// A token bucket: `burst` tokens, refilled at `per_s`.
+#[derive(Debug)]
+struct TokenBucket {
+    tokens: f64,
+    burst: f64,
+    per_s: f64,
+    at: Instant,
+}
+
+impl TokenBucket {
+    fn new(burst: f64, per_s: f64) -> TokenBucket {
+        TokenBucket {
+            tokens: burst,
+            burst,
+            per_s,
+            at: Instant::now(),
+        }
+    }
+
+    /// Takes a token if there is one.
+    fn take(&mut self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.per_s).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl Access {
@@ -117,6 +164,8 @@ impl Access {
             registry: Some(registry),
             jwt: None,
             denials: Mutex::new(HashMap::new()),
+            denial_events: Mutex::new(TokenBucket::new(DENIAL_EVENTS_BURST, DENIAL_EVENTS_PER_S)),
+            refusals: Mutex::new(TokenBucket::new(REFUSALS_BURST, REFUSALS_PER_S)),
         }
     }
 
@@ -132,12 +181,20 @@ impl Access {
             registry: None,
             jwt: None,
             denials: Mutex::new(HashMap::new()),
+            denial_events: Mutex::new(TokenBucket::new(DENIAL_EVENTS_BURST, DENIAL_EVENTS_PER_S)),
+            refusals: Mutex::new(TokenBucket::new(REFUSALS_BURST, REFUSALS_PER_S)),
         }
     }
 
     /// The key registry, unless authentication is off.
     pub fn registry(&self) -> Option<&KeyRegistry> {
         self.registry.as_ref()
+    }
+
+    /// How long to wait before answering a refusal: nothing while refusals are rare.
+    fn refusal_delay(&self, now: Instant) -> Option<Duration> {
+        let mut bucket = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        (!bucket.take(now)).then_some(REFUSAL_DELAY)
     }
 
     /// Whether a denial from `source` goes to the log now, and how many were left out before.
@@ -155,9 +212,24 @@ impl Access {
         if denials.len() >= MAX_DENIAL_SOURCES && !denials.contains_key(&source) {
             denials.clear();
         }
+        let over_budget = || {
+            !self
+                .denial_events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take(now)
+        };
         match denials.get_mut(&source) {
             Some((last, skipped)) if now.duration_since(*last) < DENIAL_EVENT_INTERVAL => {
                 *skipped += 1;
+                None
+            }
+            Some((_, skipped)) if over_budget() => {
+                *skipped += 1;
+                None
+            }
+            None if over_budget() => {
+                denials.insert(source, (now, 1));
                 None
             }
             Some((last, skipped)) => {
@@ -274,6 +346,10 @@ pub async fn authorize(
         Err(denied) => {
             let method = req.method().to_string();
             denied.record(&state, source, &method, &path);
+            if let Some(delay) = state.access.refusal_delay(Instant::now()) {
+                metrics::counter!("veritrail_auth_failures_slowed_total").increment(1);
+                tokio::time::sleep(delay).await;
+            }
             denied.problem.into_response()
         }
     }

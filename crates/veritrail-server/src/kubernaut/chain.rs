@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 use veritrail_core::event::format_time;
@@ -27,9 +27,10 @@ use crate::AppState;
 pub async fn verify_chain(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, Problem> {
-    let bytes = crate::ingest::read_body(&state, body).await?;
+    let (_admitted, bytes) = super::read_json(&state, &caller, &headers, body).await?;
     let req = veritrail_core::json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request(format!("malformed JSON: {e}")))?;
     // An empty id is allowed by the API's schema: no event has it, so nothing fails.
@@ -38,10 +39,12 @@ pub async fn verify_chain(
         .and_then(Value::as_str)
         .ok_or_else(|| Problem::bad_request("Field 'correlation_id' is required"))?
         .to_string();
+    let mut filter = Filter::default();
+    filter
+        .add("correlation_id", &corr, chrono::Utc::now())
+        .map_err(|e| Problem::bad_request(e.to_string()))?;
     let (store, tenant, id) = (state.store.clone(), caller.tenant.clone(), corr.clone());
     let answer = crate::blocking(move || {
-        let mut filter = Filter::default();
-        filter.exact.push(("correlation_id".into(), id.clone()));
         let (mut events, mut tampered, mut cursor) = (Vec::new(), Vec::new(), None);
         loop {
             let spec = QuerySpec {

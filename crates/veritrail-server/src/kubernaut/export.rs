@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::{Extension, Json};
 use serde_json::{json, Value};
@@ -18,7 +18,7 @@ use veritrail_core::query::Filter;
 use veritrail_store::{Order, WindowSpec};
 
 use crate::access::Caller;
-use crate::problem::Problem;
+use crate::problem::{Problem, QueryPairs};
 use crate::AppState;
 
 /// Most events one export may hold (Kubernaut's limit).
@@ -120,7 +120,7 @@ fn parse(params: &[(String, String)]) -> Result<ExportQuery, Problem> {
 pub async fn export(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Query(params): Query<Vec<(String, String)>>,
+    QueryPairs(params): QueryPairs,
 ) -> Result<Json<Value>, Problem> {
     let q = parse(&params)?;
     let (inner, tenant) = (state.clone(), caller.tenant.clone());

@@ -15,8 +15,8 @@ pub mod export;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
@@ -26,7 +26,7 @@ use veritrail_core::query::Filter;
 use veritrail_store::{Order, WindowSpec};
 
 use crate::access::Caller;
-use crate::problem::Problem;
+use crate::problem::{Problem, QueryPairs};
 use crate::AppState;
 
 /// Most events in one batch request.
@@ -136,6 +136,20 @@ fn bad(detail: String) -> Problem {
     Problem::bad_request(detail)
 }
 
+/// Reads a JSON request body through the admission gate.
+pub(crate) async fn read_json(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(crate::admission::Admitted, axum::body::Bytes), Problem> {
+    let limit = state.config.max_body_bytes;
+    let (admitted, _, bytes) =
+        crate::admission::read_body(state, caller, headers, body, limit, crate::admission::JSON)
+            .await?;
+    Ok((admitted, bytes))
+}
+
 /// Parses the body strictly (repeated keys refused), as the native API does.
 fn parse(body: &[u8]) -> Result<Value, Problem> {
     veritrail_core::json::from_slice(body).map_err(|e| bad(format!("malformed JSON: {e}")))
@@ -145,9 +159,11 @@ fn parse(body: &[u8]) -> Result<Value, Problem> {
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
-    let v = parse(&crate::ingest::read_body(&state, body).await?)?;
+    let (_admitted, bytes) = read_json(&state, &caller, &headers, body).await?;
+    let v = parse(&bytes)?;
     if v.is_array() {
         return Err(bad(
             "send one event object here; arrays go to /api/v1/audit/events/batch".into(),
@@ -171,9 +187,11 @@ pub async fn create(
 pub async fn create_batch(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
-    let Value::Array(items) = parse(&crate::ingest::read_body(&state, body).await?)? else {
+    let (_admitted, bytes) = read_json(&state, &caller, &headers, body).await?;
+    let Value::Array(items) = parse(&bytes)? else {
         return Err(bad("the body must be a JSON array of events".into()));
     };
     if items.is_empty() {
@@ -265,7 +283,7 @@ fn query_params(
 pub async fn list(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    Query(params): Query<Vec<(String, String)>>,
+    QueryPairs(params): QueryPairs,
 ) -> Result<axum::response::Response, Problem> {
     let (filter, limit, offset) = query_params(&params, Utc::now())?;
     let pairs = filter.to_pairs();
