@@ -188,15 +188,7 @@ pub fn check_accepted_event(event: &Event) {
         Some(event.event_timestamp),
         "summary time"
     );
-    for name in [
-        "event_type",
-        "event_outcome",
-        "actor_id",
-        "correlation_id",
-        "resource_id",
-        "producer_id",
-        "namespace",
-    ] {
+    for name in veritrail_store::index::INDEXED_FIELDS {
         assert_eq!(
             summary.event.field(name),
             event.field(name),

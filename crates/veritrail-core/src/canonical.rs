@@ -104,14 +104,23 @@ fn write_number(n: &Number, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     // ryu-js implements ECMAScript's Number::toString, which RFC 8785 §3.2.2.3 mandates.
     let mut buf = ryu_js::Buffer::new();
     let canonical = buf.format_finite(f);
-    let (sent, kept) = (Decimal::parse(&text), Decimal::parse(canonical));
+    // Most numbers producers send are already in canonical form: nothing can have changed.
+    if canonical != text {
+        check_unaltered(&text, canonical)?;
+    }
+    out.extend_from_slice(canonical.as_bytes());
+    Ok(())
+}
+
+/// Refuses a number whose canonical form would alter a whole number (see the module docs).
+fn check_unaltered(text: &str, canonical: &str) -> Result<(), CanonicalError> {
+    let (sent, kept) = (Decimal::parse(text), Decimal::parse(canonical));
     if (sent.is_whole() || kept.is_whole()) && sent != kept {
         return Err(CanonicalError::Inexact(
-            abbreviate(&text),
+            abbreviate(text),
             canonical.to_string(),
         ));
     }
-    out.extend_from_slice(canonical.as_bytes());
     Ok(())
 }
 

@@ -171,6 +171,18 @@ pub async fn read_body(
     Ok((admitted, media, bytes))
 }
 
+/// [`read_body`] for routes that take a JSON document.
+pub async fn read_json(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<(Admitted, Bytes), Problem> {
+    let (admitted, _, bytes) = read_body(state, caller, headers, body, limit, JSON).await?;
+    Ok((admitted, bytes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -251,8 +251,12 @@ pub async fn serve(
             last_active_ms: AtomicU64::new(registry.now_ms()),
             close: Notify::new(),
         });
-        registry.lock().insert(next_id, conn.clone());
-        metrics::gauge!("veritrail_connections_open").set(registry.lock().len() as f64);
+        let open = {
+            let mut conns = registry.lock();
+            conns.insert(next_id, conn.clone());
+            conns.len()
+        };
+        metrics::gauge!("veritrail_connections_open").set(open as f64);
         let (id, registry, app, tls, stop) = (
             next_id,
             registry.clone(),
@@ -315,8 +319,12 @@ pub async fn serve(
                 () = served => {}
                 () = closed.close.notified() => {}
             }
-            registry.lock().remove(&id);
-            metrics::gauge!("veritrail_connections_open").set(registry.lock().len() as f64);
+            let open = {
+                let mut conns = registry.lock();
+                conns.remove(&id);
+                conns.len()
+            };
+            metrics::gauge!("veritrail_connections_open").set(open as f64);
         });
         // Reap finished connection tasks so the set does not grow with every client.
         while tasks.try_join_next().is_some() {}

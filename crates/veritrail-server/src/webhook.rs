@@ -28,15 +28,8 @@ pub async fn kubernetes(
     body: Body,
 ) -> Result<Json<Value>, Problem> {
     let limit = MAX_BODY_BYTES.max(state.config.max_body_bytes);
-    let (_admitted, _, bytes) = crate::admission::read_body(
-        &state,
-        &caller,
-        &headers,
-        body,
-        limit,
-        crate::admission::JSON,
-    )
-    .await?;
+    let (_admitted, bytes) =
+        crate::admission::read_json(&state, &caller, &headers, body, limit).await?;
     let max = state.config.max_events_per_request;
     let events = crate::blocking(move || {
         let body = veritrail_core::json::from_slice(&bytes)

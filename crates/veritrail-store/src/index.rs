@@ -206,14 +206,10 @@ fn field_prefix(code: u8, value: &str) -> Vec<u8> {
 /// Files one tenant's index database keeps open at most.
 pub const MAX_OPEN_INDEX_FILES: usize = 128;
 
-/// Opens the LSM keyspace (in `<path>/kv`) and its tables.
-fn open_keyspace(path: &Path) -> Result<(Keyspace, Tables), IndexError> {
-    let kv = path.join("kv");
-    // fjall keeps up to 900 files open by default, per tenant: bound it, so that tenants and
-    // connections share the process's file limit predictably.
-    let keyspace = Config::new(&kv).max_open_files(MAX_OPEN_INDEX_FILES).open().map_err(|e| match e {
-        // Its own journal or tables damaged: name the place and the remedy, since the index is
-        // only derived state.
+/// A damaged journal or table of the index database, named with its place and its remedy: the
+/// index is only derived state.
+fn name_damage(kv: &Path, e: fjall::Error) -> fjall::Error {
+    match e {
         fjall::Error::JournalRecovery(_) | fjall::Error::Decode(_) => {
             fjall::Error::Io(std::io::Error::other(format!(
                 "the index database in {} is damaged ({e:?}); it is derived from the log: with the server stopped, `veritrail reindex --data-dir <data dir>` rebuilds it",
@@ -221,7 +217,18 @@ fn open_keyspace(path: &Path) -> Result<(Keyspace, Tables), IndexError> {
             )))
         }
         other => other,
-    })?;
+    }
+}
+
+/// Opens the LSM keyspace (in `<path>/kv`) and its tables.
+fn open_keyspace(path: &Path) -> Result<(Keyspace, Tables), IndexError> {
+    let kv = path.join("kv");
+    // fjall keeps up to 900 files open by default, per tenant: bound it, so that tenants and
+    // connections share the process's file limit predictably.
+    let keyspace = Config::new(&kv)
+        .max_open_files(MAX_OPEN_INDEX_FILES)
+        .open()
+        .map_err(|e| name_damage(&kv, e))?;
     let open = |name: &str| keyspace.open_partition(name, PartitionCreateOptions::default());
     let tables = Tables {
         meta: open("meta")?,

@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::support::*;
 
@@ -49,25 +49,15 @@ fn raw(server: &Server, request: &[u8]) -> (u16, String, String) {
 }
 
 fn post_as(server: &Server, key: &str, path: &str, ctype: &str, body: &str) -> Resp {
-    let r = http_client()
-        .post(format!("{}{path}", server.url))
-        .bearer_auth(key)
-        .header("content-type", ctype)
-        .body(body.to_string())
-        .send()
-        .unwrap_or_else(|e| panic!("POST {path}: {e}"));
-    let status = r.status().as_u16();
-    let content_type = r
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    Resp {
-        status,
-        content_type,
-        text: r.text().unwrap_or_default(),
-    }
+    into_resp(
+        http_client()
+            .post(format!("{}{path}", server.url))
+            .bearer_auth(key)
+            .header("content-type", ctype)
+            .body(body.to_string())
+            .send()
+            .unwrap_or_else(|e| panic!("POST {path}: {e}")),
+    )
 }
 
 /// Raises this process's own open-file limit, to hold thousands of client sockets.
@@ -117,7 +107,11 @@ fn thousands_of_stalled_connections_do_not_lock_a_new_client_out() {
         "a new client was answered in {:.0} ms beside 2000 stalled connections",
         took.as_secs_f64() * 1e3
     );
-    assert!(took < DEADLINE, "no answer beside stalled connections");
+    // A bound against a lock-out, not a speed target (the measured figure is printed above).
+    assert!(
+        took < Duration::from_secs(5),
+        "answered only after {took:?}"
+    );
     drop(held);
 }
 
@@ -276,9 +270,31 @@ fn a_flood_of_bad_keys_is_slowed_and_logged_within_bounds() {
     eprintln!("160 bad keys took {:?}", started.elapsed());
     assert!(slowed > 0, "refusals beyond the burst must be slowed");
     let metrics = server.get_as(ADMIN, "/metrics").text;
+    let counted = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
     assert!(
-        metrics.contains("veritrail_auth_failures_slowed_total"),
+        counted("veritrail_auth_failures_slowed_total") > 0.0,
         "{metrics}"
+    );
+    // Every refusal is counted; the denial events written for them are bounded.
+    assert!(
+        counted("veritrail_auth_failures_total") >= 160.0,
+        "{metrics}"
+    );
+    let auditor = server.key(ADMIN, "auditor");
+    let denials = server.get_as(
+        &auditor,
+        "/v1/events?event_type=veritrail.access.denied&limit=1000",
+    );
+    let logged = denials.ok_json()["events"].as_array().map_or(0, Vec::len);
+    assert!(
+        (1..=60).contains(&logged),
+        "{logged} denial events for 160 refusals from one source"
     );
 }
 
@@ -332,43 +348,49 @@ fn operator_mistakes_get_one_clear_message() {
 #[test]
 fn a_damaged_index_journal_is_named_with_its_remedy() {
     let scratch = Scratch::new();
+    let corr = corr("journal");
     let mut server = Server::start(&scratch.data());
-    server.ingest(&events(20, &corr("journal")));
+    server.ingest(&events(20, &corr));
     server.stop();
-    let kv = scratch.data().join("tenants/default/index/kv");
-    let journals = kv.join("journals");
-    let mut damaged = false;
-    for entry in std::fs::read_dir(&journals).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            for f in std::fs::read_dir(&path).into_iter().flatten().flatten() {
-                let bytes = std::fs::read(f.path()).unwrap_or_default();
-                if bytes.len() > 64 {
-                    let mut b = bytes.clone();
-                    let mid = b.len() / 2;
-                    for x in &mut b[mid..mid + 16] {
-                        *x ^= 0xff;
-                    }
-                    std::fs::write(f.path(), b).expect("damaging the journal");
-                    damaged = true;
-                }
+    // fjall keeps its journals as files in kv/journals/.
+    let journals = scratch.data().join("tenants/default/index/kv/journals");
+    let mut damaged = 0;
+    for entry in std::fs::read_dir(&journals).expect("the index has journals") {
+        let path = entry.expect("a journal entry").path();
+        let mut bytes = std::fs::read(&path).unwrap_or_default();
+        if path.is_file() && bytes.len() > 64 {
+            let mid = bytes.len() / 2;
+            for b in &mut bytes[mid..mid + 16] {
+                *b ^= 0xff;
             }
+            std::fs::write(&path, bytes).expect("damaging a journal");
+            damaged += 1;
         }
     }
-    if !damaged {
-        eprintln!(
-            "no journal file to damage under {}; skipped",
-            journals.display()
-        );
-        return;
-    }
-    let (status, err) = Server::start_expecting_failure(&scratch.data());
-    if status.success() {
-        return;
-    }
-    let value: Value = json!(err);
     assert!(
-        err.contains("reindex") && err.contains("index"),
-        "the remedy is named: {value}"
+        damaged > 0,
+        "no journal to damage in {}",
+        journals.display()
     );
+    let data = scratch.data();
+    let data_arg = data.to_str().expect("utf-8");
+    // Either the server refuses, naming the place and the remedy, and the remedy works; or it
+    // recovers on its own. Both end with every event served and a clean fsck.
+    let mut server = match Server::try_start(&data) {
+        Ok(server) => server,
+        Err(stderr) => {
+            assert!(
+                stderr.contains("damaged") && stderr.contains("veritrail reindex"),
+                "the remedy is named: {stderr}"
+            );
+            assert!(stderr.contains("index/kv"), "the place is named: {stderr}");
+            let out = cli(&["reindex", "--data-dir", data_arg]);
+            assert!(out.status.success(), "{}", show(&out));
+            Server::start(&data)
+        }
+    };
+    assert_eq!(server.by_correlation(&corr).len(), 20);
+    server.stop();
+    let out = fsck(&data);
+    assert!(out.status.success(), "{}", show(&out));
 }

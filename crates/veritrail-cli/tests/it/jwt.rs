@@ -208,6 +208,22 @@ fn post_as(server: &support::Server, bearer: &str) -> support::Resp {
     server.call(Method::POST, "/v1/events", Some(bearer), None, Some(&body))
 }
 
+/// Asserts that `token` is refused with 401 and that the answer does not repeat it.
+fn assert_refused(server: &support::Server, token: &str) {
+    let r = post_as(server, token);
+    r.problem(401);
+    assert!(!r.text.contains(token), "the answer repeats the token");
+}
+
+/// A server trusting one ES256 key (kid `k1`) for [`GATEWAY`], and that key for signing.
+fn es256_server(scratch: &support::Scratch) -> (support::Server, EncodingKey) {
+    let dir = scratch.tmp.path();
+    let (der, jwk) = key_pair(dir, "cluster", "k1");
+    std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();
+    let server = start(scratch, "jwks_file = \"jwks.json\"", GATEWAY);
+    (server, EncodingKey::from_ec_der(&der))
+}
+
 const GATEWAY: &str = "system:serviceaccount:kubernaut-system:gateway";
 
 /// A token that is not valid yet (`nbf` a day ahead, well beyond any leeway) is refused, though
@@ -215,11 +231,7 @@ const GATEWAY: &str = "system:serviceaccount:kubernaut-system:gateway";
 #[test]
 fn a_token_not_valid_yet_is_refused() {
     let scratch = support::Scratch::new();
-    let dir = scratch.tmp.path();
-    let (der, jwk) = key_pair(dir, "cluster", "k1");
-    std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();
-    let server = start(&scratch, "jwks_file = \"jwks.json\"", GATEWAY);
-    let key = EncodingKey::from_ec_der(&der);
+    let (server, key) = es256_server(&scratch);
     let header = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
     let now = chrono::Utc::now().timestamp();
 
@@ -231,10 +243,7 @@ fn a_token_not_valid_yet_is_refused() {
     let mut future = claims(GATEWAY);
     future["nbf"] = json!(now + 86_400);
     future["exp"] = json!(now + 2 * 86_400);
-    let bad = signed(&header, &future, &key, Algorithm::ES256);
-    let r = post_as(&server, &bad);
-    r.problem(401);
-    assert!(!r.text.contains(&bad), "the answer repeats the token");
+    assert_refused(&server, &signed(&header, &future, &key, Algorithm::ES256));
 }
 
 /// A header naming critical extensions (`crit`) is refused even when the signature and the
@@ -242,11 +251,7 @@ fn a_token_not_valid_yet_is_refused() {
 #[test]
 fn a_token_with_critical_extensions_is_refused() {
     let scratch = support::Scratch::new();
-    let dir = scratch.tmp.path();
-    let (der, jwk) = key_pair(dir, "cluster", "k1");
-    std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();
-    let server = start(&scratch, "jwks_file = \"jwks.json\"", GATEWAY);
-    let key = EncodingKey::from_ec_der(&der);
+    let (server, key) = es256_server(&scratch);
     let claims = claims(GATEWAY);
 
     let plain = json!({"alg": "ES256", "typ": "JWT", "kid": "k1"});
@@ -257,10 +262,7 @@ fn a_token_with_critical_extensions_is_refused() {
         json!({"alg": "ES256", "typ": "JWT", "kid": "k1", "crit": ["exp"]}),
         json!({"alg": "ES256", "typ": "JWT", "kid": "k1", "crit": ["b64"], "b64": true}),
     ] {
-        let bad = signed(&crit, &claims, &key, Algorithm::ES256);
-        let r = post_as(&server, &bad);
-        r.problem(401);
-        assert!(!r.text.contains(&bad), "the answer repeats the token");
+        assert_refused(&server, &signed(&crit, &claims, &key, Algorithm::ES256));
     }
 }
 
@@ -330,9 +332,7 @@ fn a_key_marked_for_one_algorithm_verifies_only_that_one() {
         &key,
         Algorithm::PS256,
     );
-    let r = post_as(&server, &ps256);
-    r.problem(401);
-    assert!(!r.text.contains(&ps256), "the answer repeats the token");
+    assert_refused(&server, &ps256);
 }
 
 /// A subject rule whose tenant is not a tenant name (here a path escape) stops `serve` at

@@ -43,23 +43,6 @@ const IMPORT_EVENTS: usize = 1000;
 
 /// Largest integer the API takes in integer fields (2^53 − 1).
 const MAX_SAFE: u64 = (1 << 53) - 1;
-/// The 14 categories of Kubernaut's API.
-const KUBERNAUT_CATEGORIES: [&str; 14] = [
-    "gateway",
-    "notification",
-    "analysis",
-    "aiagent",
-    "signalprocessing",
-    "workflow",
-    "workflowexecution",
-    "orchestration",
-    "approval",
-    "effectiveness",
-    "actiontype",
-    "apifrontend",
-    "security",
-    "agentsession",
-];
 
 // ---------------------------------------------------------------------------------------------
 // The generator.
@@ -485,7 +468,9 @@ impl Decimal {
 
 /// The rule for numbers: accepted iff finite as a double and, when the number sent or its
 /// canonical form is a whole number, both denote exactly the same value. Returns the canonical
-/// form of an accepted number.
+/// form of an accepted number. This transcribes the documented rule (with `Decimal`, as the
+/// encoder does, but over the test's own ECMAScript formatter); the fixed tables
+/// `ACCEPTED_NUMBERS` and `REFUSED_NUMBERS` check the rule itself independently.
 fn expect_number(text: &str) -> Option<String> {
     let f: f64 = text.parse().ok()?;
     if !f.is_finite() {
@@ -1111,7 +1096,7 @@ impl Gen {
         let (ts, utc) = self.recent_ts(now);
         s.insert("event_timestamp".into(), json!(ts));
         e.insert("event_timestamp".into(), json!(utc));
-        let category = *self.rng.pick(&KUBERNAUT_CATEGORIES);
+        let category = *self.rng.pick(&veritrail_server::kubernaut::CATEGORIES);
         s.insert("event_category".into(), json!(category));
         e.insert("event_category".into(), json!(category));
         let action = self.field(limit("event_action"));
@@ -1471,11 +1456,7 @@ struct Shape {
 }
 
 fn limit(field: &str) -> usize {
-    FIELD_LIMITS
-        .iter()
-        .find(|(n, _)| *n == field)
-        .map(|(_, m)| *m)
-        .unwrap_or_else(|| panic!("{field} has no limit"))
+    veritrail_core::event::max_chars(field).unwrap_or_else(|| panic!("{field} has no limit"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1592,24 +1573,13 @@ impl Api {
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(b.clone());
             }
-            let r = r.send().unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-            let status = r.status().as_u16();
-            let content_type = r
-                .headers()
-                .get(reqwest::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
-            let text = r.text().expect("a response body");
-            if (status == 503 || status == 429) && Instant::now() < deadline {
+            let resp =
+                support::into_resp(r.send().unwrap_or_else(|e| panic!("{method} {path}: {e}")));
+            if (resp.status == 503 || resp.status == 429) && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(100));
                 continue;
             }
-            return Resp {
-                status,
-                content_type,
-                text,
-            };
+            return resp;
         }
     }
 
@@ -2875,6 +2845,10 @@ fn whatever_is_acknowledged_reads_back_after_crash_reindex_and_export() {
             })
             .filter_map(|c| c.id.clone())
             .collect();
+        assert!(
+            !want.is_empty(),
+            "the generator made no event for {param}={bound}"
+        );
         match reader.query_all(&[(param, bound)]) {
             Ok(found) => {
                 let got: BTreeSet<String> = found
@@ -3019,8 +2993,20 @@ fn whatever_is_acknowledged_reads_back_after_crash_reindex_and_export() {
             .as_str()
             .expect("event_id")
             .to_string();
-        exported.insert(id, v);
+        assert!(
+            exported.insert(id.clone(), v).is_none(),
+            "event {id} exported twice"
+        );
     }
+    assert_eq!(
+        exported.len() as u64,
+        count,
+        "the header counts every event line"
+    );
+    assert!(
+        exported.len() >= acked.len(),
+        "fewer events exported than acknowledged"
+    );
     let mut export_problems = Vec::new();
     for c in &acked {
         let id = c.id.as_deref().expect("id");

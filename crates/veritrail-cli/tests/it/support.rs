@@ -145,7 +145,8 @@ pub fn http_client() -> reqwest::blocking::Client {
         .expect("building an HTTP client")
 }
 
-fn into_resp(r: reqwest::blocking::Response) -> Resp {
+/// Status, content type and body of a response.
+pub fn into_resp(r: reqwest::blocking::Response) -> Resp {
     let status = r.status().as_u16();
     let content_type = r
         .headers()
@@ -213,6 +214,23 @@ impl Server {
         admin_key: Option<&str>,
         files: Option<u64>,
     ) -> Server {
+        Server::launch(data_dir, extra, admin_key, files).unwrap_or_else(|stderr| {
+            panic!("the server did not announce its address; stderr:\n{stderr}")
+        })
+    }
+
+    /// Like [`Server::start`], but a server that exits before it listens is an `Err` with its
+    /// stderr, not a failed test.
+    pub fn try_start(data_dir: &Path) -> Result<Server, String> {
+        Server::launch(data_dir, &["--insecure-no-auth"], None, None)
+    }
+
+    fn launch(
+        data_dir: &Path,
+        extra: &[&str],
+        admin_key: Option<&str>,
+        files: Option<u64>,
+    ) -> Result<Server, String> {
         let parent = data_dir.parent().expect("data dir has a parent");
         let name = data_dir
             .file_name()
@@ -260,10 +278,10 @@ impl Server {
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!(
-                    "the server did not announce its address (first line {line:?}); stderr:\n{}",
+                return Err(format!(
+                    "(first line {line:?})\n{}",
                     std::fs::read_to_string(&stderr_path).unwrap_or_default()
-                );
+                ));
             }
         };
         let server = Server {
@@ -275,7 +293,7 @@ impl Server {
             http: http_client(),
         };
         server.wait_healthy();
-        server
+        Ok(server)
     }
 
     /// Starts a server that is expected to fail; returns its exit status and stderr.

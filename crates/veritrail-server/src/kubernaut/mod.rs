@@ -37,7 +37,7 @@ const MAX_AHEAD: Duration = Duration::minutes(60);
 const MAX_AGE: Duration = Duration::days(7);
 
 /// `event_category` values the API accepts.
-const CATEGORIES: [&str; 14] = [
+pub const CATEGORIES: [&str; 14] = [
     "gateway",
     "notification",
     "analysis",
@@ -136,7 +136,7 @@ fn bad(detail: String) -> Problem {
     Problem::bad_request(detail)
 }
 
-/// Reads a JSON request body through the admission gate.
+/// Reads a JSON request body of at most `max_body_bytes` through the admission gate.
 pub(crate) async fn read_json(
     state: &AppState,
     caller: &Caller,
@@ -144,10 +144,7 @@ pub(crate) async fn read_json(
     body: Body,
 ) -> Result<(crate::admission::Admitted, axum::body::Bytes), Problem> {
     let limit = state.config.max_body_bytes;
-    let (admitted, _, bytes) =
-        crate::admission::read_body(state, caller, headers, body, limit, crate::admission::JSON)
-            .await?;
-    Ok((admitted, bytes))
+    crate::admission::read_json(state, caller, headers, body, limit).await
 }
 
 /// Parses the body strictly (repeated keys refused), as the native API does.
