@@ -38,7 +38,8 @@ pub struct ServeArgs {
     /// Start a new segment file after this many MiB [default: 64].
     #[arg(long, env = "VERITRAIL_SEGMENT_MIB")]
     segment_mib: Option<u64>,
-    /// Events waiting for the disk beyond which requests get 429 [default: 100000].
+    /// Events waiting for the disk beyond which requests get 429, and 503 on the Kubernaut API
+    /// (whose client drops a batch on 429) [default: 100000].
     #[arg(long, env = "VERITRAIL_MAX_QUEUED_EVENTS")]
     max_queued_events: Option<usize>,
     /// Largest request body in bytes [default: 5242880].

@@ -101,6 +101,22 @@ pub fn format_time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// A UUIDv8 (RFC 9562 §5.8) whose 122 free bits are the first bits of SHA-256 over `domain`,
+/// `tenant` and `name`, each length-prefixed. The tenant is hashed in so that equal names in two
+/// tenants do not share an id; the domain keeps ids derived for different purposes apart.
+pub fn derived_id(domain: &str, tenant: &str, name: &[u8]) -> Uuid {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [domain.as_bytes(), tenant.as_bytes(), name] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    let digest = h.finalize();
+    let mut first = [0u8; 16];
+    first.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(first).into_uuid()
+}
+
 /// Why a timestamp is not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TimeError {
@@ -549,6 +565,19 @@ impl Event {
         canonical::to_vec(&self.to_value())
     }
 
+    /// An id derived from what the event says, for producers that send none but re-send on
+    /// failure: the [`derived_id`] of the canonical bytes of the event without its id. Equal
+    /// content in one tenant gives the same id, so the store answers a re-send with the
+    /// original's receipt.
+    pub fn content_id(&self, tenant: &str) -> Result<Uuid, CanonicalError> {
+        let mut value = self.to_value();
+        if let Some(m) = value.as_object_mut() {
+            m.remove("event_id");
+        }
+        let bytes = canonical::to_vec(&value)?;
+        Ok(derived_id("veritrail content id v1", tenant, &bytes))
+    }
+
     /// Returns the value of a top-level field by its JSON name, for filters and indexes.
     pub fn field(&self, name: &str) -> Option<&str> {
         let s = match name {
@@ -825,6 +854,31 @@ mod tests {
             format_time(&e.event_timestamp),
             "2025-12-13T01:00:00.123456Z"
         );
+    }
+
+    #[test]
+    fn a_content_id_depends_on_content_and_tenant_only() {
+        let a = Event::from_json(&minimal(), Uuid::now_v7).expect("valid");
+        let b = Event::from_json(&minimal(), Uuid::now_v7).expect("valid");
+        assert_ne!(a.event_id, b.event_id);
+        let id = a.content_id("acme").expect("id");
+        assert_eq!(
+            id,
+            b.content_id("acme").expect("id"),
+            "the id is not hashed"
+        );
+        assert_eq!(id.get_version_num(), 8);
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(id, a.content_id("globex").expect("id"), "tenant is hashed");
+        let mut later = minimal();
+        later["event_timestamp"] = json!("2025-12-13T02:00:00.123457+01:00");
+        let later = Event::from_json(&later, Uuid::now_v7).expect("valid");
+        assert_ne!(id, later.content_id("acme").expect("id"));
+        // Precision the store drops is not content: the stored bytes are equal.
+        let mut nanos = minimal();
+        nanos["event_timestamp"] = json!("2025-12-13T02:00:00.123456001+01:00");
+        let nanos = Event::from_json(&nanos, Uuid::now_v7).expect("valid");
+        assert_eq!(id, nanos.content_id("acme").expect("id"));
     }
 
     #[test]

@@ -108,11 +108,13 @@ pub(crate) async fn durable(
     pending
         .await
         .map_err(|_| {
-            Problem::new(
+            let mut p = Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Shutting down",
-                "the writer stopped",
-            )
+                "the writer stopped before this request was durable; retry",
+            );
+            p.retry_after_s = Some(5);
+            p
         })?
         .map_err(Problem::from)
 }
@@ -125,6 +127,15 @@ pub(crate) async fn append_as(
     mut events: Vec<Event>,
 ) -> Result<veritrail_store::Appended, Problem> {
     attribute(caller.person(), &mut events);
+    append(state, caller, events).await
+}
+
+/// Appends `events` for `caller`'s tenant as they are and waits until they are durable.
+pub(crate) async fn append(
+    state: &AppState,
+    caller: &Caller,
+    events: Vec<Event>,
+) -> Result<veritrail_store::Appended, Problem> {
     let store = state.store.clone();
     let tenant = caller.tenant.clone();
     let pending =
@@ -175,6 +186,18 @@ fn validate(values: &[Value]) -> Result<Vec<Event>, Problem> {
     let mut errors = Vec::new();
     for (i, v) in values.iter().enumerate() {
         match Event::from_json(v, Uuid::now_v7) {
+            Ok(e)
+                if e.producer_id
+                    .as_deref()
+                    .is_some_and(crate::kubernaut::reserved) =>
+            {
+                errors.push(
+                    json!({"index": i, "field": "producer_id", "message": format!(
+                        "is reserved for events written through the Kubernaut API (`{}`)",
+                        crate::kubernaut::PRODUCER
+                    )}),
+                );
+            }
             Ok(e) => events.push(e),
             Err(err) => {
                 for f in err.0 {

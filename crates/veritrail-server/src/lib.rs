@@ -124,24 +124,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/proof/inclusion", get(proofs::inclusion))
         .route("/v1/proof/consistency", get(proofs::consistency))
         .route("/v1/export", get(proofs::export))
-        .route(
-            "/api/v1/audit/events",
-            post(kubernaut::create).get(kubernaut::list),
-        )
-        .route("/api/v1/audit/events/batch", post(kubernaut::create_batch))
-        .route(
-            "/api/v1/audit/verify-chain",
-            post(kubernaut::chain::verify_chain),
-        )
-        .route("/api/v1/audit/export", get(kubernaut::export::export))
-        .route(
-            "/api/v1/audit/legal-hold",
-            get(kubernaut::chain::legal_hold).post(kubernaut::chain::legal_hold),
-        )
-        .route(
-            "/api/v1/audit/legal-hold/{correlation_id}",
-            delete(kubernaut::chain::legal_hold),
-        )
+        .merge(kubernaut_routes())
         .route("/v1/admin/keys", post(admin::create).get(admin::list))
         .route("/v1/admin/keys/{id}", delete(admin::revoke))
         .route("/healthz", get(observe::healthz))
@@ -152,8 +135,39 @@ pub fn router(state: Arc<AppState>) -> Router {
             access::authorize,
         ))
         .fallback(observe::not_found)
+        .method_not_allowed_fallback(observe::method_not_allowed)
         .layer(axum::middleware::from_fn(problem::request_limits))
         .with_state(state)
+}
+
+/// Kubernaut's DataStorage audit routes, whose overload answers are 503 (see
+/// [`kubernaut::overload_as_unavailable`]).
+fn kubernaut_routes() -> Router<Arc<AppState>> {
+    use kubernaut::{chain, export, notifications, reconstruct};
+    Router::new()
+        .route(
+            "/api/v1/audit/events",
+            post(kubernaut::create).get(kubernaut::list),
+        )
+        .route("/api/v1/audit/events/batch", post(kubernaut::create_batch))
+        .route("/api/v1/audit/notifications", post(notifications::create))
+        .route("/api/v1/audit/verify-chain", post(chain::verify_chain))
+        .route("/api/v1/audit/export", get(export::export))
+        .route(
+            "/api/v1/audit/remediation-requests/{correlation_id}/reconstruct",
+            post(reconstruct::handle),
+        )
+        .route(
+            "/api/v1/audit/legal-hold",
+            get(chain::legal_hold).post(chain::legal_hold),
+        )
+        .route(
+            "/api/v1/audit/legal-hold/{correlation_id}",
+            delete(chain::legal_hold),
+        )
+        .layer(axum::middleware::map_response(
+            kubernaut::overload_as_unavailable,
+        ))
 }
 
 /// Signs a checkpoint every `interval` while the log grows, so proofs are never far behind.

@@ -40,9 +40,10 @@ pub fn record_checkpoint(tenant: &str, cp: &SignedCheckpoint) {
         .set(cp.checkpoint.size as f64);
 }
 
-/// `GET /healthz`: the process answers.
-pub async fn healthz() -> &'static str {
-    "ok\n"
+/// `GET /healthz`: the process answers, in the shape Kubernaut's probes read.
+pub async fn healthz() -> axum::Json<serde_json::Value> {
+    let now = veritrail_core::event::format_time(&chrono::Utc::now());
+    axum::Json(serde_json::json!({"status": "healthy", "timestamp": now}))
 }
 
 /// `GET /readyz`: the store accepts work.
@@ -65,5 +66,14 @@ pub async fn not_found(uri: axum::http::Uri) -> Problem {
         StatusCode::NOT_FOUND,
         "Not found",
         format!("no route for {}", uri.path()),
+    )
+}
+
+/// A known path with a method it does not serve.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "Method not allowed",
+        format!("{} does not serve {method}", uri.path()),
     )
 }

@@ -610,11 +610,19 @@ impl IndexReader {
         Ok(self.by_time.contains_key(sort)?)
     }
 
+    /// The index a query walks: a field that usually picks out few events if the filter names
+    /// one, else the event type, else a field whole classes of events share (three outcomes;
+    /// one producer, such as the Kubernaut API, may have written most of the log), else time.
     fn driver(&self, filter: &Filter) -> Result<Driver, IndexError> {
-        for (code, name) in INDEXED_FIELDS.iter().enumerate().skip(1) {
-            if let Some(v) = filter.exact(name) {
-                return Ok(Driver::Field(code as u8, vec![v.to_string()]));
-            }
+        let field = |names: &[&str]| {
+            names.iter().find_map(|name| {
+                let code = INDEXED_FIELDS.iter().position(|f| f == name)?;
+                let value = filter.exact(name)?;
+                Some(Driver::Field(code as u8, vec![value.to_string()]))
+            })
+        };
+        if let Some(d) = field(&["correlation_id", "resource_id", "actor_id", "namespace"]) {
+            return Ok(d);
         }
         Ok(match &filter.event_type {
             Some(TypeMatch::Exact(t)) => Driver::Field(0, vec![t.clone()]),
@@ -626,7 +634,7 @@ impl IndexReader {
                 }
                 Driver::Field(0, found)
             }
-            None => Driver::Time,
+            None => field(&["event_outcome", "producer_id"]).unwrap_or(Driver::Time),
         })
     }
 

@@ -266,15 +266,6 @@ fn a_token_with_critical_extensions_is_refused() {
     }
 }
 
-/// Decodes hexadecimal digits (as `openssl rsa -modulus` prints them).
-fn unhex(hex: &str) -> Vec<u8> {
-    assert!(hex.len() % 2 == 0, "odd hex: {hex}");
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits"))
-        .collect()
-}
-
 /// An RSA key marked `"alg": "RS256"` in the JWKS verifies RS256 signatures only: a PS256
 /// signature made with the very same private key is refused (RFC 7517 §4.4).
 #[test]
@@ -309,7 +300,7 @@ fn a_key_marked_for_one_algorithm_verifies_only_that_one() {
         .unwrap_or_else(|| panic!("unexpected modulus output {modulus:?}"));
     let jwk = json!({
         "kty": "RSA", "kid": "r1", "use": "sig", "alg": "RS256",
-        "n": URL_SAFE_NO_PAD.encode(unhex(modulus)),
+        "n": URL_SAFE_NO_PAD.encode(support::unhex(modulus)),
         "e": "AQAB",
     });
     std::fs::write(dir.join("jwks.json"), json!({"keys": [jwk]}).to_string()).unwrap();

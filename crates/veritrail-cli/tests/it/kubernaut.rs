@@ -83,10 +83,17 @@ fn kubernaut_writes_are_ordinary_events() {
         &request(&corr, "gateway.signal.received", "gateway"),
     )
     .problem(400);
-    let too_many = Value::Array(vec![
-        request(&corr, "gateway.signal.received", "gateway");
-        501
-    ]);
+    // One more than `--max-events-per-request` (1000 by default); distinct events, so that the
+    // refusal cannot come from anything but their number.
+    let too_many = Value::Array(
+        (0..1001)
+            .map(|i| {
+                let mut e = request(&corr, "gateway.signal.received", "gateway");
+                e["event_data"]["n"] = json!(i);
+                e
+            })
+            .collect(),
+    );
     post("/api/v1/audit/events/batch", &too_many).problem(400);
     let mut bad = batch.clone();
     bad[1]["event_data"]["event_type"] = json!("gateway.signal.received");
@@ -207,6 +214,21 @@ fn kubernaut_writes_are_ordinary_events() {
     assert_eq!(export["detached_signature"], meta["signature"]);
     let vkey = server.get_as(&auditor, "/v1/key").text;
     let cp = support::open_note(meta["checkpoint"].as_str().unwrap(), vkey.trim());
+    // What Kubernaut's lifecycle e2e test reads.
+    assert_eq!(meta["chain_integrity_percentage"], 100.0, "{meta}");
+    for (i, e) in export["events"].as_array().unwrap().iter().enumerate() {
+        let hash = e["event_hash"].as_str().unwrap();
+        assert!(
+            hash.len() == 64
+                && hash
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+            "{hash}"
+        );
+        assert_eq!(e["hash_chain_valid"], true);
+        let before = e["previous_event_hash"].as_str().unwrap();
+        assert_eq!(before.is_empty(), i == 0, "event {i}: {before}");
+    }
     for e in export["events"].as_array().unwrap() {
         let proof: Vec<_> = e["inclusion_proof"]
             .as_array()
@@ -214,7 +236,8 @@ fn kubernaut_writes_are_ordinary_events() {
             .iter()
             .map(|p| veritrail_core::hash::from_b64(p.as_str().unwrap()).unwrap())
             .collect();
-        let leaf = veritrail_core::hash::from_b64(e["event_hash"].as_str().unwrap()).unwrap();
+        let leaf = support::unhex(e["event_hash"].as_str().unwrap());
+        let leaf: veritrail_core::hash::Hash = leaf.try_into().unwrap();
         let index = e["leaf_index"].as_u64().unwrap();
         veritrail_core::merkle::verify_inclusion(index, cp.size, &leaf, &proof, &cp.root)
             .expect("every exported event is in the signed tree");
@@ -284,4 +307,151 @@ fn verify_chain_reports_a_damaged_event() {
         !answer["tampered_events"].as_array().unwrap().is_empty(),
         "{answer}"
     );
+}
+
+#[test]
+fn notifications_and_reconstruction_are_served_and_kept_apart() {
+    let scratch = support::Scratch::new();
+    let server = Server::start_authenticated(&scratch.data(), ADMIN);
+    let producer = server.key(ADMIN, "producer");
+    let reader = server.key(ADMIN, "reader");
+    let corr = support::corr("rr");
+    let post = |path: &str, key: &str, body: &Value| {
+        server.call(Method::POST, path, Some(key), None, Some(body))
+    };
+
+    // A notification record: 201 with its id and times, 409 for its notification id again.
+    let record = json!({
+        "remediation_id": corr,
+        "notification_id": format!("{corr}-n1"),
+        "recipient": "ops-team@example.com",
+        "channel": "slack",
+        "message_summary": "Incident alert: Database connection lost",
+        "status": "failed",
+        "sent_at": chrono::Utc::now().to_rfc3339(),
+        "delivery_status": "500 Internal Server Error",
+        "error_message": "Slack API timeout after 30 seconds",
+        "escalation_level": 1
+    });
+    let created = post("/api/v1/audit/notifications", &producer, &record);
+    assert_eq!(created.status, 201, "{}", created.text);
+    let created = created.json();
+    assert!(
+        created["id"].is_u64() && created["created_at"].is_string(),
+        "{created}"
+    );
+    assert_eq!(created["notification_id"], record["notification_id"]);
+    let again = post("/api/v1/audit/notifications", &producer, &record).problem(409);
+    assert!(again["detail"].as_str().unwrap().contains("-n1"), "{again}");
+    let mut changed = record.clone();
+    changed["status"] = json!("sent");
+    post("/api/v1/audit/notifications", &producer, &changed).problem(409);
+    let mut bad = record.clone();
+    bad["channel"] = json!("pigeon");
+    bad.as_object_mut().unwrap().remove("recipient");
+    let p = post("/api/v1/audit/notifications", &producer, &bad).problem(400);
+    assert!(
+        p["field_errors"]["channel"].is_string() && p["field_errors"]["recipient"].is_string(),
+        "{p}"
+    );
+
+    // Reconstruction: 404 before any event, 400 without the gateway event, then the YAML.
+    let reconstruct = |key: &str| {
+        server.call(
+            Method::POST,
+            &format!("/api/v1/audit/remediation-requests/{corr}/reconstruct"),
+            Some(key),
+            None,
+            None,
+        )
+    };
+    reconstruct(&reader).problem(404);
+    reconstruct(&producer).problem(403);
+    let mut created_event = request(&corr, "orchestrator.lifecycle.created", "orchestration");
+    created_event["event_data"] = json!({
+        "event_type": "orchestrator.lifecycle.created",
+        "rr_name": "rr-1",
+        "namespace": "payment",
+        "timeout_config": {"global": "1h", "processing": "10m", "analyzing": "15m"}
+    });
+    let r = post("/api/v1/audit/events", &producer, &created_event);
+    assert_eq!(r.status, 201, "{}", r.text);
+    let p = reconstruct(&reader).problem(400);
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("gateway.signal.received"),
+        "{p}"
+    );
+    let mut gateway = request(&corr, "gateway.signal.received", "gateway");
+    gateway["event_data"] = json!({
+        "event_type": "gateway.signal.received",
+        "signal_name": "HighCPU",
+        "signal_type": "alert",
+        "fingerprint": "abc123",
+        "severity": "critical",
+        "namespace": "payment",
+        "resource_kind": "Deployment",
+        "resource_name": "payment-api",
+        "original_payload": {"alert": "data"},
+        "signal_labels": {"alertname": "HighCPU"},
+        "signal_annotations": {"summary": "CPU usage is high\nnew: line"}
+    });
+    let r = post("/api/v1/audit/events", &producer, &gateway);
+    assert_eq!(r.status, 201, "{}", r.text);
+    let rebuilt = reconstruct(&reader);
+    assert_eq!(rebuilt.status, 200, "{}", rebuilt.text);
+    let rebuilt = rebuilt.json();
+    let yaml = rebuilt["remediation_request_yaml"].as_str().unwrap();
+    assert!(yaml.contains("kind: \"RemediationRequest\""), "{yaml}");
+    assert!(yaml.contains("\"HighCPU\""), "{yaml}");
+    assert!(yaml.contains("\"CPU usage is high\\nnew: line\""), "{yaml}");
+    let completeness = rebuilt["validation"]["completeness"].as_u64().unwrap();
+    assert!((50..=100).contains(&completeness), "{rebuilt}");
+    assert_eq!(rebuilt["correlation_id"], corr.as_str());
+
+    // The notification record is not among Kubernaut's audit events (its client could not
+    // decode it) but is an ordinary event natively.
+    let listed = server
+        .get_as(
+            &reader,
+            &format!("/api/v1/audit/events?correlation_id={corr}"),
+        )
+        .ok_json();
+    assert_eq!(listed["pagination"]["total"], 2, "{listed}");
+    let native = server
+        .get_as(
+            &reader,
+            &format!("/v1/events?correlation_id={corr}&event_category=notification"),
+        )
+        .ok_json();
+    let native = native["events"].as_array().unwrap();
+    assert_eq!(native.len(), 1, "{native:?}");
+    assert_eq!(native[0]["event_type"], "notification.delivery.failed");
+
+    // What the Kubernaut API writes, the native API cannot forge.
+    let mut forged = support::event(0, &corr);
+    forged["producer_id"] = json!("kubernaut");
+    let p = server
+        .call(
+            Method::POST,
+            "/v1/events",
+            Some(&producer),
+            None,
+            Some(&forged),
+        )
+        .problem(400);
+    assert!(p["detail"].as_str().unwrap().contains("reserved"), "{p}");
+
+    // A known path with a method it does not serve is a problem document too.
+    server
+        .call(
+            Method::PUT,
+            "/api/v1/audit/events",
+            Some(&producer),
+            None,
+            None,
+        )
+        .problem(405);
 }

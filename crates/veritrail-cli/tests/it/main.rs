@@ -13,6 +13,7 @@ mod hardening;
 mod import;
 mod jwt;
 mod kubernaut;
+mod kubernaut_client;
 mod roundtrip;
 mod tls;
 mod webhook;

@@ -1108,6 +1108,12 @@ impl Gen {
         s.insert("correlation_id".into(), json!(corr));
         e.insert("correlation_id".into(), json!(corr));
         self.common_fields(&mut s, &mut e, category, corr, true);
+        // The API marks its events as its own, whatever the request says.
+        e.insert(
+            "producer_id".into(),
+            json!(veritrail_server::kubernaut::PRODUCER),
+        );
+        e.remove("producer_seq");
         let (mut a, mut b) = self.payload(1);
         a.insert("event_type".into(), json!(t));
         b.insert("event_type".into(), json!(t));

@@ -147,6 +147,12 @@ pub fn http_client() -> reqwest::blocking::Client {
 
 /// Status, content type and body of a response.
 pub fn into_resp(r: reqwest::blocking::Response) -> Resp {
+    try_into_resp(r).expect("reading a response body")
+}
+
+/// Status, content type and body of a response, or why the body could not be read (a body cut
+/// short, which a client treats as a network error).
+pub fn try_into_resp(r: reqwest::blocking::Response) -> Result<Resp, String> {
     let status = r.status().as_u16();
     let content_type = r
         .headers()
@@ -154,12 +160,14 @@ pub fn into_resp(r: reqwest::blocking::Response) -> Resp {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_string();
-    let text = r.text().expect("reading a response body");
-    Resp {
+    let text = r
+        .text()
+        .map_err(|e| format!("reading the answer to a {status}: {e}"))?;
+    Ok(Resp {
         status,
         content_type,
         text,
-    }
+    })
 }
 
 /// A running `veritrail serve`; killed (SIGKILL) on drop if still running.
@@ -678,4 +686,14 @@ pub fn openssl(dir: &Path, args: &[&str]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
+}
+
+/// Decodes hexadecimal digits (as `openssl rsa -modulus` prints them, or Kubernaut's export its
+/// hashes).
+pub fn unhex(hex: &str) -> Vec<u8> {
+    assert!(hex.len().is_multiple_of(2), "odd hex: {hex}");
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex digits"))
+        .collect()
 }

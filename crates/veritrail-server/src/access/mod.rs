@@ -85,10 +85,17 @@ pub fn required(method: &Method, path: &str) -> Action {
             "/v1/events"
             | "/api/v1/audit/events"
             | "/api/v1/audit/events/batch"
+            | "/api/v1/audit/notifications"
             | "/v1/ingest/kubernetes",
         ) if *method == Method::POST => Action::Write,
         (true, "/v1/events" | "/v1/events/{event_id}" | "/v1/producers") => Action::Read,
         (true, "/api/v1/audit/events") => Action::Read,
+        // A rebuilt RemediationRequest is read from the trail; it is a POST only in Kubernaut's API.
+        (false, "/api/v1/audit/remediation-requests/{correlation_id}/reconstruct")
+            if *method == Method::POST =>
+        {
+            Action::Read
+        }
         (true, "/v1/correlations/{id}/timeline") => Action::Read,
         (true, "/v1/checkpoint" | "/v1/proof/inclusion" | "/v1/proof/consistency") => Action::Prove,
         (true, "/v1/export") => Action::Prove,

@@ -1,9 +1,10 @@
 //! Kubernaut's `POST /api/v1/audit/verify-chain`, answered from the Merkle log, and its legal-hold
 //! routes, which wait for the retention work.
 //!
-//! Kubernaut verifies a hash chain per correlation id. Here every event of the correlation id is
-//! read back verified (checksum, and leaf hash against the tree) and proven included in the
-//! latest signed checkpoint that covers it; the answer keeps Kubernaut's shape.
+//! Kubernaut verifies a hash chain per correlation id. Here every event the Kubernaut API wrote
+//! with the correlation id is read back verified (checksum, and leaf hash against the tree) and
+//! proven included in the latest signed checkpoint that covers it; the answer keeps Kubernaut's
+//! shape.
 
 use std::sync::Arc;
 
@@ -15,8 +16,6 @@ use serde_json::{json, Value};
 use veritrail_core::event::format_time;
 use veritrail_core::hash::to_b64;
 use veritrail_core::merkle;
-use veritrail_core::query::Filter;
-use veritrail_store::{Order, QuerySpec, StoreError};
 
 use crate::access::Caller;
 use crate::problem::Problem;
@@ -39,36 +38,11 @@ pub async fn verify_chain(
         .and_then(Value::as_str)
         .ok_or_else(|| Problem::bad_request("Field 'correlation_id' is required"))?
         .to_string();
-    let mut filter = Filter::default();
-    filter
-        .add("correlation_id", &corr, chrono::Utc::now())
-        .map_err(|e| Problem::bad_request(e.to_string()))?;
     let (store, tenant, id) = (state.store.clone(), caller.tenant.clone(), corr.clone());
     let answer = crate::blocking(move || {
-        let (mut events, mut tampered, mut cursor) = (Vec::new(), Vec::new(), None);
-        loop {
-            let spec = QuerySpec {
-                filter: &filter,
-                order: Order::Asc,
-                cursor,
-                limit: 1000,
-            };
-            match store.query(&tenant, &spec) {
-                Ok(page) => {
-                    events.extend(page.events);
-                    match page.next_cursor {
-                        Some(c) => cursor = Some(c),
-                        None => break,
-                    }
-                }
-                // A record that fails its checks stops the read: report it, do not serve it.
-                Err(StoreError::Damaged(why)) => {
-                    tampered.push(json!({"message": why}));
-                    break;
-                }
-                Err(e) => return Err(Problem::from(e)),
-            }
-        }
+        let (events, damage) = super::read_correlation(store.as_ref(), &tenant, &id)?;
+        // A record that fails its checks is reported, not served.
+        let mut tampered: Vec<Value> = damage.into_iter().map(|why| json!({"message": why})).collect();
         let last = events.iter().map(|h| h.event.seq).max();
         let cp = match last {
             Some(seq) => Some(store.checkpoint_covering(&tenant, seq + 1)?),

@@ -1,10 +1,14 @@
 //! Kubernaut's `GET /api/v1/audit/export`, in its JSON shape, signed the Veritrail way.
 //!
-//! Every exported event was read back verified and carries its leaf hash (`event_hash`), its
-//! leaf index and its inclusion proof in the signed checkpoint of `export_metadata`; the
-//! `signature` is a C2SP signed note (Ed25519, the log's key) over the manifest of exactly these
-//! leaves, as in a native export bundle, so a dropped or added event is detectable offline.
+//! Only events the Kubernaut API wrote are exported. Every exported event was read back verified
+//! and carries its leaf hash (`event_hash`, lowercase hex as Kubernaut's tools read it), the leaf
+//! hash of the previous event of its correlation in log order (`previous_event_hash`), whether its
+//! inclusion proof verifies (`hash_chain_valid`), its leaf index and that inclusion proof in the
+//! signed checkpoint of `export_metadata`; the `signature` is a C2SP signed note (Ed25519, the
+//! log's key) over the manifest of exactly these leaves, its filter, offset and limit, as in a
+//! native export bundle, so a dropped or added event is detectable offline.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -14,6 +18,7 @@ use serde_json::{json, Value};
 use veritrail_core::bundle::{self, ManifestEntry};
 use veritrail_core::event::format_time;
 use veritrail_core::hash::to_b64;
+use veritrail_core::merkle;
 use veritrail_core::query::Filter;
 use veritrail_store::{Order, WindowSpec};
 
@@ -38,7 +43,7 @@ fn parse(params: &[(String, String)]) -> Result<ExportQuery, Problem> {
     let bad = |m: String| Problem::bad_request(m);
     let now = chrono::Utc::now();
     let mut q = ExportQuery {
-        filter: Filter::default(),
+        filter: super::own_events(),
         given: serde_json::Map::new(),
         offset: 0,
         limit: DEFAULT_LIMIT,
@@ -148,18 +153,29 @@ fn build(
     let last = window.events.iter().map(|h| h.event.seq).max();
     let cp = store.checkpoint_covering(tenant, last.map_or(0, |s| s + 1))?;
     let (size, root) = (cp.checkpoint.size, cp.checkpoint.root);
+    let previous = previous_hashes(store.as_ref(), tenant, &window.events)?;
     let mut events = Vec::with_capacity(window.events.len());
     let mut entries = Vec::with_capacity(window.events.len());
+    let mut valid = 0usize;
+    let mut tampered = Vec::new();
     for hit in &window.events {
         let e = &hit.event;
         let proof = store.inclusion_proof(tenant, e.seq, size)?;
+        let included = merkle::verify_inclusion(e.seq, size, &e.leaf_hash, &proof, &root).is_ok();
+        if included {
+            valid += 1;
+        } else if let Some(id) = e.leaf().ok().and_then(|l| l.event_id()) {
+            tampered.push(id.to_string());
+        }
         let proof_json = Value::from(proof.iter().map(to_b64).collect::<Vec<_>>()).to_string();
-        let hash = format!("\"{}\"", to_b64(&e.leaf_hash));
+        let hash = format!("\"{}\"", hex(&e.leaf_hash));
+        let before = format!("\"{}\"", previous.get(&e.seq).map(hex).unwrap_or_default());
         let text = crate::read::event_json(
             e,
             &[
                 ("event_hash", &hash),
-                ("hash_chain_valid", "true"),
+                ("previous_event_hash", &before),
+                ("hash_chain_valid", if included { "true" } else { "false" }),
                 ("leaf_index", &e.seq.to_string()),
                 ("inclusion_proof", &proof_json),
             ],
@@ -175,7 +191,10 @@ fn build(
         });
     }
     entries.sort_by_key(|e| e.leaf_index);
-    let pairs = q.filter.to_pairs();
+    // The manifest says which window of the filter's results it holds: a page is not the whole.
+    let mut pairs = q.filter.to_pairs();
+    pairs.push(("offset".into(), q.offset.to_string()));
+    pairs.push(("limit".into(), q.limit.to_string()));
     let internal = |m: String| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Export failed", m);
     let manifest = bundle::manifest_text(&cp.checkpoint.origin, size, &root, &pairs, &entries)
         .map_err(|e| internal(e.to_string()))?;
@@ -185,6 +204,11 @@ fn build(
         .map_err(|e| internal(e.to_string()))?;
     let now = format_time(&chrono::Utc::now());
     let n = events.len();
+    // Of an empty export nothing is broken.
+    let integrity = match n {
+        0 => 100.0,
+        n => (valid as f64 * 100.0 / n as f64 * 100.0).round() / 100.0,
+    };
     let mut answer = json!({
         "export_metadata": {
             "export_timestamp": now,
@@ -198,19 +222,57 @@ fn build(
             "exported_by": exported_by,
             "checkpoint": cp.note,
             "tree_size": size,
+            "chain_integrity_percentage": integrity,
         },
         "events": events,
         "hash_chain_verification": {
             "total_events_verified": n,
-            "valid_chain_events": n,
-            "broken_chain_events": 0,
-            "chain_integrity_percentage": 100.0,
+            "valid_chain_events": valid,
+            "broken_chain_events": n - valid,
+            "chain_integrity_percentage": integrity,
             "verification_timestamp": now,
-            "tampered_event_ids": [],
+            "tampered_event_ids": tampered,
         },
     });
     if q.detached {
         answer["detached_signature"] = answer["export_metadata"]["signature"].clone();
     }
     Ok((answer, n))
+}
+
+/// Lowercase hex, the form Kubernaut's tools read hashes in.
+fn hex(hash: &veritrail_core::hash::Hash) -> String {
+    hash.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// For each exported event (by leaf index), the leaf hash of the event before it in log order
+/// among the Kubernaut events of its correlation id; none for the first of a correlation.
+/// Kubernaut chains the events of a correlation; here the Merkle tree commits to them all, and
+/// this names each one's predecessor so that its tools can follow a correlation's chain.
+fn previous_hashes(
+    store: &dyn veritrail_store::Store,
+    tenant: &str,
+    hits: &[veritrail_store::Hit],
+) -> Result<HashMap<u64, veritrail_core::hash::Hash>, Problem> {
+    let mut correlations = BTreeSet::new();
+    for hit in hits {
+        let leaf = hit.event.leaf()?;
+        if let Some(corr) = leaf.event().get("correlation_id").and_then(Value::as_str) {
+            correlations.insert(corr.to_string());
+        }
+    }
+    let wanted: std::collections::HashSet<u64> = hits.iter().map(|h| h.event.seq).collect();
+    let mut previous = HashMap::new();
+    for corr in correlations {
+        let (chain, damage) = super::read_correlation(store, tenant, &corr)?;
+        if let Some(why) = damage {
+            return Err(veritrail_store::StoreError::Damaged(why).into());
+        }
+        for pair in chain.windows(2) {
+            if wanted.contains(&pair[1].event.seq) {
+                previous.insert(pair[1].event.seq, pair[0].event.leaf_hash);
+            }
+        }
+    }
+    Ok(previous)
 }

@@ -1,36 +1,61 @@
 //! Kubernaut's DataStorage audit API, drop-in: `POST /api/v1/audit/events`,
-//! `POST /api/v1/audit/events/batch` and `GET /api/v1/audit/events`, with that API's request
-//! checks, status codes and answers.
+//! `POST /api/v1/audit/events/batch`, `GET /api/v1/audit/events`, verify-chain, export,
+//! notifications and reconstruction, with that API's request checks, status codes and answers.
 //!
 //! A Kubernaut request is a Veritrail event with stricter rules (its OpenAPI description's
 //! `AuditEventRequest`): `version`, `correlation_id` and `event_data` are required,
 //! `event_category` is one of its domains, `event_data.event_type` must repeat `event_type` and be
 //! one of the event types it knows, and the event time must be recent. What passes is stored as an
-//! ordinary event: the native API, proofs and exports see it.
+//! ordinary event (the native API, proofs and exports see it) with `producer_id` [`PRODUCER`], and
+//! Kubernaut's readers see only such events: its client decodes `event_data` by its
+//! `event_type`, so one event it does not know would fail a whole page. Events sent without an id
+//! get one derived from their content ([`Event::content_id`]), so that the client's re-sends of a
+//! batch whose answer was lost store nothing twice. Overload is 503 with `Retry-After` here, never
+//! 429: the client drops a batch on any 4xx but 401 and 403. `docs/kubernaut.md` lists every
+//! route and each difference from Kubernaut's own service.
 
 pub mod chain;
 pub mod event_types;
 pub mod export;
+pub mod notifications;
+pub mod reconstruct;
 
 use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::{json, Value};
 use uuid::Uuid;
 use veritrail_core::event::{format_time, Event};
 use veritrail_core::query::Filter;
-use veritrail_store::{Order, WindowSpec};
+use veritrail_store::{Hit, Order, QuerySpec, Store, StoreError, WindowSpec};
 
 use crate::access::Caller;
 use crate::problem::{Problem, QueryPairs};
 use crate::AppState;
 
-/// Most events in one batch request.
-pub const MAX_BATCH: usize = 500;
+/// The `producer_id` of every event written through this API: what its readers select.
+pub const PRODUCER: &str = "kubernaut";
+
+/// Producer ids the native API refuses, so that nothing but this API writes into the events its
+/// readers see (`kubernaut`, and `kubernaut-…` such as the notification records').
+pub fn reserved(producer_id: &str) -> bool {
+    producer_id
+        .strip_prefix(PRODUCER)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+}
+
+/// A filter that selects what this API's readers may see: events it wrote.
+pub(crate) fn own_events() -> Filter {
+    Filter {
+        exact: vec![("producer_id".to_string(), PRODUCER.to_string())],
+        ..Filter::default()
+    }
+}
 /// How far ahead of the server's clock an event time may be.
 const MAX_AHEAD: Duration = Duration::minutes(60);
 /// How far behind the server's clock an event time may be.
@@ -118,11 +143,14 @@ fn check(v: &Value, now: DateTime<Utc>) -> Result<Event, String> {
     if let Some(obj) = v.as_object_mut() {
         obj.retain(|_, value| value.as_str() != Some(""));
     }
-    let event = Event::from_json(&v, Uuid::now_v7).map_err(|e| {
+    let mut event = Event::from_json(&v, Uuid::nil).map_err(|e| {
         e.0.first()
             .map(|f| format!("`{}` {}", f.field, f.message))
             .unwrap_or_else(|| e.to_string())
     })?;
+    // Whatever the request says: these fields say which API wrote the event.
+    event.producer_id = Some(PRODUCER.to_string());
+    event.producer_seq = None;
     if event.event_timestamp > now + MAX_AHEAD {
         return Err("`event_timestamp` is more than 60 minutes in the future".into());
     }
@@ -152,6 +180,123 @@ fn parse(body: &[u8]) -> Result<Value, Problem> {
     veritrail_core::json::from_slice(body).map_err(|e| bad(format!("malformed JSON: {e}")))
 }
 
+/// Every event this API wrote with correlation id `corr`, in log order, each read back verified.
+/// A record that fails its checks ends the read: why comes back beside what was read before it.
+pub(crate) fn read_correlation(
+    store: &dyn Store,
+    tenant: &str,
+    corr: &str,
+) -> Result<(Vec<Hit>, Option<String>), Problem> {
+    let mut filter = own_events();
+    filter
+        .add("correlation_id", corr, Utc::now())
+        .map_err(|e| bad(e.to_string()))?;
+    let (mut hits, mut cursor, mut damage) = (Vec::new(), None, None);
+    loop {
+        let spec = QuerySpec {
+            filter: &filter,
+            order: Order::Asc,
+            cursor,
+            limit: 1000,
+        };
+        match store.query(tenant, &spec) {
+            Ok(page) => {
+                hits.extend(page.events);
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            Err(StoreError::Damaged(why)) => {
+                damage = Some(why);
+                break;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    hits.sort_by_key(|h| h.event.seq);
+    Ok((hits, damage))
+}
+
+/// Checks request events, attributes them to `caller` and gives each event sent without an id
+/// its content id (after attribution: what is stored is what is hashed).
+fn prepare(caller: &Caller, items: &[Value], now: DateTime<Utc>) -> Result<Vec<Event>, Problem> {
+    let batch = items.len() > 1;
+    let mut events = Vec::with_capacity(items.len());
+    for (i, v) in items.iter().enumerate() {
+        let event = check(v, now).map_err(|why| match batch {
+            true => bad(format!("event at index {i}: {why}")),
+            false => bad(why),
+        })?;
+        events.push(event);
+    }
+    crate::ingest::attribute(caller.person(), &mut events);
+    for e in &mut events {
+        if e.event_id.is_nil() {
+            e.event_id = e
+                .content_id(&caller.tenant)
+                .map_err(|err| bad(format!("`event_data` {err}")))?;
+        }
+    }
+    Ok(events)
+}
+
+/// Parses, checks and stores the events of one request (off the async workers: a batch of a
+/// thousand takes milliseconds) and waits until they are durable. Also gives the first event's
+/// time, which the single-event answer repeats.
+async fn store_events(
+    state: &AppState,
+    caller: &Caller,
+    bytes: axum::body::Bytes,
+    batch: bool,
+) -> Result<(veritrail_store::Appended, DateTime<Utc>), Problem> {
+    let max = state.config.max_events_per_request;
+    let (store, who) = (state.store.clone(), caller.clone());
+    let pending = crate::blocking(move || {
+        let items = match (parse(&bytes)?, batch) {
+            (Value::Array(items), true) => items,
+            (_, true) => return Err(bad("the body must be a JSON array of events".into())),
+            (Value::Array(_), false) => {
+                return Err(bad(
+                    "send one event object here; arrays go to /api/v1/audit/events/batch".into(),
+                ))
+            }
+            (v, false) => vec![v],
+        };
+        if items.is_empty() {
+            return Err(bad("the batch is empty".into()));
+        }
+        if items.len() > max {
+            return Err(bad(format!(
+                "the batch holds {} events; at most {max} are allowed",
+                items.len()
+            )));
+        }
+        let events = prepare(&who, &items, Utc::now())?;
+        let first = events
+            .first()
+            .map(|e| e.event_timestamp)
+            .unwrap_or_default();
+        Ok((store.append(&who.tenant, events)?, first))
+    })
+    .await?;
+    let (pending, first) = pending;
+    Ok((crate::ingest::durable(pending).await?, first))
+}
+
+/// The receipt of a one-event append.
+fn first_receipt(
+    appended: &veritrail_store::Appended,
+) -> Result<&veritrail_store::Receipt, Problem> {
+    appended.receipts.first().ok_or_else(|| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "No receipt",
+            "the store answered without a receipt",
+        )
+    })
+}
+
 /// `POST /api/v1/audit/events` → 201 `{event_id, event_timestamp, message}`.
 pub async fn create(
     State(state): State<Arc<AppState>>,
@@ -160,21 +305,14 @@ pub async fn create(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     let (_admitted, bytes) = read_json(&state, &caller, &headers, body).await?;
-    let v = parse(&bytes)?;
-    if v.is_array() {
-        return Err(bad(
-            "send one event object here; arrays go to /api/v1/audit/events/batch".into(),
-        ));
-    }
-    let event = check(&v, Utc::now()).map_err(bad)?;
-    let (id, time) = (event.event_id, format_time(&event.event_timestamp));
-    crate::ingest::append_as(&state, &caller, vec![event]).await?;
+    let (appended, time) = store_events(&state, &caller, bytes, false).await?;
+    let receipt = first_receipt(&appended)?;
     Ok((
         StatusCode::CREATED,
         Json(json!({
-            "event_id": id,
-            "event_timestamp": time,
-            "message": "audit event created",
+            "event_id": receipt.event_id,
+            "event_timestamp": format_time(&time),
+            "message": if receipt.duplicate { "audit event already recorded" } else { "audit event created" },
         })),
     ))
 }
@@ -188,33 +326,42 @@ pub async fn create_batch(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     let (_admitted, bytes) = read_json(&state, &caller, &headers, body).await?;
-    let Value::Array(items) = parse(&bytes)? else {
-        return Err(bad("the body must be a JSON array of events".into()));
-    };
-    if items.is_empty() {
-        return Err(bad("the batch is empty".into()));
-    }
-    if items.len() > MAX_BATCH {
-        return Err(bad(format!(
-            "the batch holds {} events; at most {MAX_BATCH} are allowed",
-            items.len()
-        )));
-    }
-    let now = Utc::now();
-    let events = items
-        .iter()
-        .enumerate()
-        .map(|(i, v)| check(v, now).map_err(|why| bad(format!("event at index {i}: {why}"))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let appended = crate::ingest::append_as(&state, &caller, events).await?;
+    let (appended, _) = store_events(&state, &caller, bytes, true).await?;
     let ids: Vec<_> = appended.receipts.iter().map(|r| r.event_id).collect();
+    let repeated = appended.receipts.iter().filter(|r| r.duplicate).count();
+    let message = match repeated {
+        0 => format!("{} audit events created", ids.len()),
+        n => format!(
+            "{} audit events created, {n} already recorded",
+            ids.len() - n
+        ),
+    };
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "message": format!("{} audit events created", ids.len()),
-            "event_ids": ids,
-        })),
+        Json(json!({"message": message, "event_ids": ids})),
     ))
+}
+
+/// Kubernaut's client drops a batch on any 4xx but 401 and 403, and retries 5xx: overload on its
+/// paths (a full write queue, 429 on the native API) is answered 503 with the same
+/// `Retry-After`.
+pub async fn overload_as_unavailable(resp: Response) -> Response {
+    if resp.status() != StatusCode::TOO_MANY_REQUESTS {
+        return resp;
+    }
+    let retry = resp
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let mut p = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Overloaded",
+        format!("the write queue is full; nothing of this request was stored; retry in {retry} s"),
+    );
+    p.retry_after_s = Some(retry);
+    p.into_response()
 }
 
 /// Default page size of `GET /api/v1/audit/events`.
@@ -227,7 +374,7 @@ fn query_params(
     params: &[(String, String)],
     now: DateTime<Utc>,
 ) -> Result<(Filter, usize, u64), Problem> {
-    let mut filter = Filter::default();
+    let mut filter = own_events();
     let (mut limit, mut offset) = (DEFAULT_LIMIT, 0u64);
     let (mut detail_key, mut detail_value) = (None, None);
     for (name, value) in params {
