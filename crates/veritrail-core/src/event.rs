@@ -117,6 +117,34 @@ pub fn derived_id(domain: &str, tenant: &str, name: &[u8]) -> Uuid {
     uuid::Builder::from_custom_bytes(first).into_uuid()
 }
 
+/// Ids for the events of one request that carry none, for producers that re-send a request
+/// whose answer they did not get: event `i` gets the [`derived_id`] of a digest of the whole
+/// request (every event's canonical bytes without its id, in order) and `i`. The same request
+/// sent again gets the same ids, so the store answers it with the original receipts; two equal
+/// events within a request, or in two requests, stay two events. Canonical bytes, not the
+/// request's own bytes, so that a client re-encoding the same events (member order, number
+/// forms, precision the store drops) is still recognised.
+pub fn request_ids(tenant: &str, events: &[Event]) -> Result<Vec<Uuid>, CanonicalError> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for e in events {
+        let mut value = e.to_value();
+        if let Some(m) = value.as_object_mut() {
+            m.remove("event_id");
+        }
+        let bytes = canonical::to_vec(&value)?;
+        h.update((bytes.len() as u64).to_be_bytes());
+        h.update(&bytes);
+    }
+    let request = h.finalize();
+    Ok((0..events.len() as u64)
+        .map(|i| {
+            let name = [request.as_slice(), &i.to_be_bytes()].concat();
+            derived_id("veritrail request event id v1", tenant, &name)
+        })
+        .collect())
+}
+
 /// Why a timestamp is not accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum TimeError {
@@ -565,19 +593,6 @@ impl Event {
         canonical::to_vec(&self.to_value())
     }
 
-    /// An id derived from what the event says, for producers that send none but re-send on
-    /// failure: the [`derived_id`] of the canonical bytes of the event without its id. Equal
-    /// content in one tenant gives the same id, so the store answers a re-send with the
-    /// original's receipt.
-    pub fn content_id(&self, tenant: &str) -> Result<Uuid, CanonicalError> {
-        let mut value = self.to_value();
-        if let Some(m) = value.as_object_mut() {
-            m.remove("event_id");
-        }
-        let bytes = canonical::to_vec(&value)?;
-        Ok(derived_id("veritrail content id v1", tenant, &bytes))
-    }
-
     /// Returns the value of a top-level field by its JSON name, for filters and indexes.
     pub fn field(&self, name: &str) -> Option<&str> {
         let s = match name {
@@ -857,28 +872,38 @@ mod tests {
     }
 
     #[test]
-    fn a_content_id_depends_on_content_and_tenant_only() {
-        let a = Event::from_json(&minimal(), Uuid::now_v7).expect("valid");
-        let b = Event::from_json(&minimal(), Uuid::now_v7).expect("valid");
-        assert_ne!(a.event_id, b.event_id);
-        let id = a.content_id("acme").expect("id");
-        assert_eq!(
-            id,
-            b.content_id("acme").expect("id"),
-            "the id is not hashed"
+    fn request_ids_depend_on_the_request_and_the_place_in_it() {
+        let event = |ts: &str| {
+            let mut v = minimal();
+            v["event_timestamp"] = json!(ts);
+            Event::from_json(&v, Uuid::now_v7).expect("valid")
+        };
+        let (a, b) = (event("2025-12-13T02:00:00Z"), event("2025-12-13T02:00:01Z"));
+        let ids = request_ids("acme", &[a.clone(), b.clone()]).expect("ids");
+        assert_eq!(ids.len(), 2);
+        assert!(ids.iter().all(|id| id.get_version_num() == 8));
+        assert_eq!(ids[0].get_variant(), uuid::Variant::RFC4122);
+        // The same request again, its events with other ids or re-encoded: the same ids.
+        let again = [
+            event("2025-12-13T03:00:00.0000001+01:00"),
+            event("2025-12-13T02:00:01.000Z"),
+        ];
+        assert_eq!(ids, request_ids("acme", &again).expect("ids"));
+        assert_ne!(
+            ids,
+            request_ids("globex", &[a.clone(), b.clone()]).expect("ids")
         );
-        assert_eq!(id.get_version_num(), 8);
-        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
-        assert_ne!(id, a.content_id("globex").expect("id"), "tenant is hashed");
-        let mut later = minimal();
-        later["event_timestamp"] = json!("2025-12-13T02:00:00.123457+01:00");
-        let later = Event::from_json(&later, Uuid::now_v7).expect("valid");
-        assert_ne!(id, later.content_id("acme").expect("id"));
-        // Precision the store drops is not content: the stored bytes are equal.
-        let mut nanos = minimal();
-        nanos["event_timestamp"] = json!("2025-12-13T02:00:00.123456001+01:00");
-        let nanos = Event::from_json(&nanos, Uuid::now_v7).expect("valid");
-        assert_eq!(id, nanos.content_id("acme").expect("id"));
+        assert_ne!(
+            ids,
+            request_ids("acme", &[b.clone(), a.clone()]).expect("ids")
+        );
+        // Equal events stay distinct, within a request and across requests.
+        let twice = request_ids("acme", &[a.clone(), a.clone()]).expect("ids");
+        assert_ne!(twice[0], twice[1]);
+        assert_ne!(
+            request_ids("acme", std::slice::from_ref(&a)).expect("ids")[0],
+            twice[0]
+        );
     }
 
     #[test]

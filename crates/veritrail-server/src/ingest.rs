@@ -191,12 +191,8 @@ fn validate(values: &[Value]) -> Result<Vec<Event>, Problem> {
                     .as_deref()
                     .is_some_and(crate::kubernaut::reserved) =>
             {
-                errors.push(
-                    json!({"index": i, "field": "producer_id", "message": format!(
-                        "is reserved for events written through the Kubernaut API (`{}`)",
-                        crate::kubernaut::PRODUCER
-                    )}),
-                );
+                errors.push(json!({"index": i, "field": "producer_id",
+                    "message": "is reserved for records written through the Kubernaut API"}));
             }
             Ok(e) => events.push(e),
             Err(err) => {

@@ -611,8 +611,9 @@ impl IndexReader {
     }
 
     /// The index a query walks: a field that usually picks out few events if the filter names
-    /// one, else the event type, else a field whole classes of events share (three outcomes;
-    /// one producer, such as the Kubernaut API, may have written most of the log), else time.
+    /// one, else the event type, else a field whole classes of events share (one producer, such
+    /// as the Kubernaut API, may have written most of the log; three outcomes, one of which
+    /// every audited read adds to), else time.
     fn driver(&self, filter: &Filter) -> Result<Driver, IndexError> {
         let field = |names: &[&str]| {
             names.iter().find_map(|name| {
@@ -634,7 +635,7 @@ impl IndexReader {
                 }
                 Driver::Field(0, found)
             }
-            None => field(&["event_outcome", "producer_id"]).unwrap_or(Driver::Time),
+            None => field(&["producer_id", "event_outcome"]).unwrap_or(Driver::Time),
         })
     }
 

@@ -94,7 +94,11 @@ fn kubernaut_writes_are_ordinary_events() {
             })
             .collect(),
     );
-    post("/api/v1/audit/events/batch", &too_many).problem(400);
+    let p = post("/api/v1/audit/events/batch", &too_many).problem(400);
+    assert!(
+        p["detail"].as_str().unwrap().contains("at most 1000"),
+        "{p}"
+    );
     let mut bad = batch.clone();
     bad[1]["event_data"]["event_type"] = json!("gateway.signal.received");
     let p = post("/api/v1/audit/events/batch", &bad).problem(400);

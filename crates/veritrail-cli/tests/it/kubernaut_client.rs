@@ -425,15 +425,10 @@ fn parse_mapping(text: &str) -> BTreeSet<String> {
 // Events and server helpers
 // ---------------------------------------------------------------------------------------------
 
-/// Now as Go's `time.Now().UTC().Format(time.RFC3339Nano)` writes it: nanoseconds with trailing
-/// zeros cut, no fraction at all when it is zero.
+/// Now as Kubernaut's generated client writes a `date-time` (ogen encodes `time.RFC3339`): whole
+/// seconds, so two events of one second may differ in nothing else.
 fn go_now() -> String {
-    let t = Utc::now();
-    let secs = t.format("%Y-%m-%dT%H:%M:%S");
-    match t.timestamp_subsec_nanos() {
-        0 => format!("{secs}Z"),
-        ns => format!("{secs}.{}Z", format!("{ns:09}").trim_end_matches('0')),
-    }
+    Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// Event `n` of an operation, as a Kubernaut service sends it (optional strings unset are "").
@@ -621,6 +616,27 @@ fn a_resent_batch_stores_nothing_new() {
     let id_other = post_one(&serde_json::to_vec(&other).expect("serialize"));
     assert_ne!(id_other, id_one, "two different events share an id");
     assert_eq!(tree_size(&server, &auditor), size + 1);
+    // Equal events are separate events (two denials in one second), in one batch or in two.
+    let corr_twice = support::corr("twice");
+    let twice = serde_json::to_vec(&[
+        kubernaut_event(&corr_twice, 0),
+        kubernaut_event(&corr_twice, 0),
+    ])
+    .expect("serialize");
+    let pair = acknowledged(client.write_body(&twice, 2), &client);
+    assert_eq!(
+        distinct(&pair),
+        2,
+        "two equal events in one batch became one: {pair:?}"
+    );
+    let single = serde_json::to_vec(&[kubernaut_event(&corr_twice, 0)]).expect("serialize");
+    let third = acknowledged(client.write_body(&single, 1), &client);
+    assert!(
+        !pair.contains(&third[0]),
+        "an equal event in another batch was taken as a re-send"
+    );
+    let size = size + 4;
+    assert_eq!(tree_size(&server, &auditor), size);
 
     // The native API holds each event once (read last: reads leave access events).
     let stored = native_by_correlation(&server, &auditor, &corr);
@@ -719,6 +735,12 @@ fn overload_answers_503_and_loses_nothing() {
     assert!(
         violations.is_empty(),
         "protocol violations: {violations:#?}"
+    );
+    // The client drops a batch on a 4xx for good; overload must never cause one. (A batch
+    // given up after three 503s is the client's retry limit, counted in `exhausted`.)
+    assert_eq!(
+        dropped, 0,
+        "batches dropped on a 4xx under overload: {statuses:?}"
     );
     assert!(
         statuses.get(&503).copied().unwrap_or(0) >= 1,

@@ -9,8 +9,10 @@
 //! ordinary event (the native API, proofs and exports see it) with `producer_id` [`PRODUCER`], and
 //! Kubernaut's readers see only such events: its client decodes `event_data` by its
 //! `event_type`, so one event it does not know would fail a whole page. Events sent without an id
-//! get one derived from their content ([`Event::content_id`]), so that the client's re-sends of a
-//! batch whose answer was lost store nothing twice. Overload is 503 with `Retry-After` here, never
+//! get one derived from the request and their place in it
+//! ([`veritrail_core::event::request_ids`]), so that the client's re-sends of a batch whose
+//! answer was lost store nothing twice, while equal events (its timestamps have whole seconds)
+//! stay distinct. Overload is 503 with `Retry-After` here, never
 //! 429: the client drops a batch on any 4xx but 401 and 403. `docs/kubernaut.md` lists every
 //! route and each difference from Kubernaut's own service.
 
@@ -42,11 +44,9 @@ use crate::AppState;
 pub const PRODUCER: &str = "kubernaut";
 
 /// Producer ids the native API refuses, so that nothing but this API writes into the events its
-/// readers see (`kubernaut`, and `kubernaut-…` such as the notification records').
+/// readers see: its own and the notification records'.
 pub fn reserved(producer_id: &str) -> bool {
-    producer_id
-        .strip_prefix(PRODUCER)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('-'))
+    producer_id == PRODUCER || producer_id == notifications::PRODUCER
 }
 
 /// A filter that selects what this API's readers may see: events it wrote.
@@ -219,7 +219,8 @@ pub(crate) fn read_correlation(
 }
 
 /// Checks request events, attributes them to `caller` and gives each event sent without an id
-/// its content id (after attribution: what is stored is what is hashed).
+/// its request id ([`veritrail_core::event::request_ids`], after attribution: what is stored is
+/// what is hashed).
 fn prepare(caller: &Caller, items: &[Value], now: DateTime<Utc>) -> Result<Vec<Event>, Problem> {
     let batch = items.len() > 1;
     let mut events = Vec::with_capacity(items.len());
@@ -231,11 +232,11 @@ fn prepare(caller: &Caller, items: &[Value], now: DateTime<Utc>) -> Result<Vec<E
         events.push(event);
     }
     crate::ingest::attribute(caller.person(), &mut events);
-    for e in &mut events {
+    let ids = veritrail_core::event::request_ids(&caller.tenant, &events)
+        .map_err(|err| bad(format!("`event_data` {err}")))?;
+    for (e, id) in events.iter_mut().zip(ids) {
         if e.event_id.is_nil() {
-            e.event_id = e
-                .content_id(&caller.tenant)
-                .map_err(|err| bad(format!("`event_data` {err}")))?;
+            e.event_id = id;
         }
     }
     Ok(events)
@@ -358,7 +359,7 @@ pub async fn overload_as_unavailable(resp: Response) -> Response {
     let mut p = Problem::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "Overloaded",
-        format!("the write queue is full; nothing of this request was stored; retry in {retry} s"),
+        format!("the write queue is full; retry in {retry} s"),
     );
     p.retry_after_s = Some(retry);
     p.into_response()

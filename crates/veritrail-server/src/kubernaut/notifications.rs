@@ -80,7 +80,11 @@ fn check(v: &Value) -> Result<Map<String, Value>, Map<String, Value>> {
     };
     let (mut record, mut errors) = (Map::new(), Map::new());
     for f in &FIELDS {
-        let problem = match (obj.get(f.name), f.max) {
+        // Kubernaut's client sends unset optional strings as "": absent, as on its event routes.
+        let given = obj
+            .get(f.name)
+            .filter(|v| f.required || v.as_str() != Some(""));
+        let problem = match (given, f.max) {
             (None | Some(Value::Null), _) if f.required => Some(format!("{} is required", f.name)),
             (None | Some(Value::Null), _) => None,
             (Some(Value::String(s)), Some(_)) if s.is_empty() && f.required => {
@@ -101,7 +105,7 @@ fn check(v: &Value) -> Result<Map<String, Value>, Map<String, Value>> {
                 _ => Some(format!("{} must be a whole number from 0 to 5", f.name)),
             },
         };
-        match (problem, obj.get(f.name)) {
+        match (problem, given) {
             (Some(p), _) => {
                 errors.insert(f.name.into(), p.into());
             }
@@ -260,10 +264,12 @@ mod tests {
         ] {
             assert!(errors.contains_key(field), "{field}: {errors:?}");
         }
-        let mut null_optional = record();
-        null_optional["error_message"] = Value::Null;
-        assert!(!check(&null_optional)
-            .expect("valid")
-            .contains_key("error_message"));
+        for unset in [Value::Null, json!("")] {
+            let mut optional = record();
+            optional["error_message"] = unset;
+            let r = check(&optional).expect("valid");
+            assert!(!r.contains_key("error_message"));
+            to_event(&r, "acme").expect("an event");
+        }
     }
 }
