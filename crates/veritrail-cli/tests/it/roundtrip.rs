@@ -85,6 +85,17 @@ impl Rng {
     }
 }
 
+/// Puts a field stored exactly as sent into both the request and the expected event.
+fn both(
+    sent: &mut Map<String, Value>,
+    expected: &mut Map<String, Value>,
+    name: &str,
+    value: Value,
+) {
+    sent.insert(name.into(), value.clone());
+    expected.insert(name.into(), value);
+}
+
 /// Characters strings are made of besides ASCII letters and digits: JSON's escapes and controls,
 /// NUL, DEL, combining marks, RTL text and marks, the line and paragraph separators, BOM,
 /// noncharacters, private use, astral characters up to U+10FFFF, query-string specials.
@@ -1029,30 +1040,24 @@ impl Gen {
             }
             _ => {
                 let v = self.field(limit("version"));
-                s.insert("version".into(), json!(v));
-                e.insert("version".into(), json!(v));
+                both(&mut s, &mut e, "version", json!(v));
             }
         }
         if !e.contains_key("version") {
             e.insert("version".into(), json!("1.0"));
         }
         let t = self.event_type();
-        s.insert("event_type".into(), json!(t));
-        e.insert("event_type".into(), json!(t));
+        both(&mut s, &mut e, "event_type", json!(t));
         let (ts, utc) = self.accepted_ts();
         s.insert("event_timestamp".into(), json!(ts));
         e.insert("event_timestamp".into(), json!(utc));
         let category = self.field(limit("event_category"));
-        s.insert("event_category".into(), json!(category));
-        e.insert("event_category".into(), json!(category));
+        both(&mut s, &mut e, "event_category", json!(category));
         let action = self.field(limit("event_action"));
-        s.insert("event_action".into(), json!(action));
-        e.insert("event_action".into(), json!(action));
+        both(&mut s, &mut e, "event_action", json!(action));
         let outcome = *self.rng.pick(&["success", "failure", "pending"]);
-        s.insert("event_outcome".into(), json!(outcome));
-        e.insert("event_outcome".into(), json!(outcome));
-        s.insert("correlation_id".into(), json!(corr));
-        e.insert("correlation_id".into(), json!(corr));
+        both(&mut s, &mut e, "event_outcome", json!(outcome));
+        both(&mut s, &mut e, "correlation_id", json!(corr));
         self.common_fields(&mut s, &mut e, &category, corr, false);
         match self.rng.below(10) {
             0 => {
@@ -1086,27 +1091,21 @@ impl Gen {
             e.insert("event_id".into(), json!(u.to_string()));
         }
         let version = self.field(limit("version"));
-        s.insert("version".into(), json!(version));
-        e.insert("version".into(), json!(version));
+        both(&mut s, &mut e, "version", json!(version));
         let t = *self
             .rng
             .pick(&veritrail_server::kubernaut::event_types::EVENT_TYPES);
-        s.insert("event_type".into(), json!(t));
-        e.insert("event_type".into(), json!(t));
+        both(&mut s, &mut e, "event_type", json!(t));
         let (ts, utc) = self.recent_ts(now);
         s.insert("event_timestamp".into(), json!(ts));
         e.insert("event_timestamp".into(), json!(utc));
         let category = *self.rng.pick(&veritrail_server::kubernaut::CATEGORIES);
-        s.insert("event_category".into(), json!(category));
-        e.insert("event_category".into(), json!(category));
+        both(&mut s, &mut e, "event_category", json!(category));
         let action = self.field(limit("event_action"));
-        s.insert("event_action".into(), json!(action));
-        e.insert("event_action".into(), json!(action));
+        both(&mut s, &mut e, "event_action", json!(action));
         let outcome = *self.rng.pick(&["success", "failure", "pending"]);
-        s.insert("event_outcome".into(), json!(outcome));
-        e.insert("event_outcome".into(), json!(outcome));
-        s.insert("correlation_id".into(), json!(corr));
-        e.insert("correlation_id".into(), json!(corr));
+        both(&mut s, &mut e, "event_outcome", json!(outcome));
+        both(&mut s, &mut e, "correlation_id", json!(corr));
         self.common_fields(&mut s, &mut e, category, corr, true);
         // The API marks its events as its own, whatever the request says.
         e.insert(

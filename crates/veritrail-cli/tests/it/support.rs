@@ -508,7 +508,17 @@ impl Server {
 
     /// The tree size from the second line of `GET /v1/checkpoint`.
     pub fn tree_size(&self) -> u64 {
-        let r = self.get("/v1/checkpoint");
+        self.tree_size_with(None)
+    }
+
+    /// [`Server::tree_size`] with an API key. Reading a checkpoint leaves no access event, so the
+    /// size counts only what was written.
+    pub fn tree_size_as(&self, key: &str) -> u64 {
+        self.tree_size_with(Some(key))
+    }
+
+    fn tree_size_with(&self, key: Option<&str>) -> u64 {
+        let r = self.call(reqwest::Method::GET, "/v1/checkpoint", key, None, None);
         assert_eq!(r.status, 200, "{}", r.text);
         r.text
             .lines()
@@ -519,6 +529,15 @@ impl Server {
 
     /// Every event of a correlation id, oldest first, following cursors.
     pub fn by_correlation(&self, corr: &str) -> Vec<Value> {
+        self.by_correlation_with(None, corr)
+    }
+
+    /// [`Server::by_correlation`] with an API key.
+    pub fn by_correlation_as(&self, key: &str, corr: &str) -> Vec<Value> {
+        self.by_correlation_with(Some(key), corr)
+    }
+
+    fn by_correlation_with(&self, key: Option<&str>, corr: &str) -> Vec<Value> {
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
@@ -526,7 +545,9 @@ impl Server {
             if let Some(c) = &cursor {
                 path.push_str(&format!("&cursor={c}"));
             }
-            let page = self.get(&path).ok_json();
+            let page = self
+                .call(reqwest::Method::GET, &path, key, None, None)
+                .ok_json();
             out.extend(page["events"].as_array().expect("events array").clone());
             match page["next_cursor"].as_str() {
                 Some(c) => cursor = Some(c.to_string()),
