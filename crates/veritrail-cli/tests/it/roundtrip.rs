@@ -559,6 +559,17 @@ impl Gen {
         (0..n).map(|_| self.char()).collect()
     }
 
+    /// A string of at most `max` characters, or one time in ten one of `max + 1` up to (not
+    /// including) `longest`, which the server must cut or refuse.
+    fn sometimes_too_long(&mut self, max: usize, longest: i64) -> String {
+        if self.rng.percent(10) {
+            let n = self.rng.range(max as i64 + 1, longest) as usize;
+            self.chars(n)
+        } else {
+            self.field(max)
+        }
+    }
+
     /// A value for a string field of at most `max` characters: often exactly `max`.
     fn field(&mut self, max: usize) -> String {
         let n = if self.rng.percent(15) {
@@ -1223,22 +1234,12 @@ impl Gen {
             let mut o = Map::new();
             o.insert("resource".into(), json!(r));
             if self.rng.percent(70) {
-                let n = if self.rng.percent(10) {
-                    let n = self.rng.range(254, 270) as usize;
-                    self.chars(n)
-                } else {
-                    self.field(253)
-                };
+                let n = self.sometimes_too_long(253, 270);
                 o.insert("namespace".into(), json!(n));
                 namespace = Some(n);
             }
             if self.rng.percent(80) {
-                let n = if self.rng.percent(10) {
-                    let n = self.rng.range(1025, 1040) as usize;
-                    self.chars(n)
-                } else {
-                    self.field(1024)
-                };
+                let n = self.sometimes_too_long(1024, 1040);
                 o.insert("name".into(), json!(n));
                 name = Some(n);
             }
@@ -1274,12 +1275,7 @@ impl Gen {
             st.insert("metadata".into(), json!({}));
             st.insert("code".into(), json!(c));
             if self.rng.percent(40) {
-                let m = if self.rng.percent(10) {
-                    let n = self.rng.range(8193, 8200) as usize;
-                    self.chars(n)
-                } else {
-                    self.field(8192)
-                };
+                let m = self.sometimes_too_long(8192, 8200);
                 st.insert("message".into(), json!(m));
                 message = Some(m);
             }
@@ -1846,40 +1842,23 @@ fn whatever_is_acknowledged_reads_back_after_crash_reindex_and_export() {
         "e\u{301}\u{301}\u{301}-combining".to_string(),
         "\u{1f600}".repeat(255),
     ];
-    let corr_pool = |prefix: &str| -> Vec<String> {
+    // Each entry point has its own pool; the 255-character one stays 255 characters long, its
+    // first character replaced by `lead`.
+    let corr_pool = |prefix: &str, lead: &str| -> Vec<String> {
         (0..4)
             .map(|i| format!("rt-{prefix}-{i}"))
             .chain(edge_corrs.iter().map(|c| {
                 if c.chars().count() >= 255 {
-                    c.clone()
+                    format!("{lead}{}", "\u{1f600}".repeat(255 - lead.chars().count()))
                 } else {
                     format!("{c}-{prefix}")
                 }
             }))
             .collect()
     };
-    // Each entry point has its own pool; the 255-character one stays 255 characters long.
-    let native_corrs = corr_pool("native");
-    let kubernaut_corrs: Vec<String> = corr_pool("kubernaut")
-        .into_iter()
-        .map(|c| {
-            if c.starts_with('\u{1f600}') {
-                format!("k{}", "\u{1f600}".repeat(254))
-            } else {
-                c
-            }
-        })
-        .collect();
-    let import_corrs: Vec<String> = corr_pool("import")
-        .into_iter()
-        .map(|c| {
-            if c.starts_with('\u{1f600}') {
-                format!("i{}", "\u{1f600}".repeat(254))
-            } else {
-                c
-            }
-        })
-        .collect();
+    let native_corrs = corr_pool("native", "");
+    let kubernaut_corrs = corr_pool("kubernaut", "k");
+    let import_corrs = corr_pool("import", "i");
 
     // Native: the first batch has every id set (it is sent again later); the others let the
     // server pick some ids.
