@@ -1,4 +1,5 @@
-//! Commands on a data directory or a bundle, with no server: `verify`, `fsck`, `reindex`, `key`.
+//! Commands on a data directory or a bundle, with no server: `verify`, `fsck`, `reindex`,
+//! `migrate`, `key`.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -15,7 +16,8 @@ use veritrail_store::embedded::EmbeddedStore;
 pub struct VerifyArgs {
     /// The bundle written by `veritrail export`.
     bundle: PathBuf,
-    /// The log's verifier key (`name+hash+base64`, as `veritrail key show` prints), or a file holding it.
+    /// The log's verifier key (`name+hash+base64`, as `veritrail key show --tenant T` prints and
+    /// `GET /v1/key` serves to T's callers), or a file holding it.
     #[arg(long, visible_alias = "key", env = "VERITRAIL_VKEY")]
     vkey: String,
 }
@@ -87,14 +89,16 @@ fn lock_stopped(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     Ok(veritrail_store::embedded::lock_data_dir(data_dir)?)
 }
 
-/// `veritrail fsck`: exit 0 when clean, 1 naming the damage.
+/// `veritrail fsck`: exit 0 when clean, 1 naming the damage, 3 when there is no damage but the
+/// store needs the recovery the next server start does (it stopped without a clean shutdown).
 pub fn fsck(args: DataDirArgs) -> anyhow::Result<ExitCode> {
     let _lock = lock_stopped(&args.data_dir)?;
-    let signer = veritrail_store::keys::load_signer(&args.data_dir)?;
-    let vkey = signer.verifier();
+    let key = veritrail_store::keys::load_signer(&args.data_dir)?.verifier();
     let mut clean = true;
+    let mut recovery = false;
     for tenant in tenants(&args.data_dir)? {
         let dir = EmbeddedStore::tenant_dir(&args.data_dir, &tenant);
+        let vkey = latest_checkpoint_key(&dir, &key);
         let bar = ProgressBar::new(0).with_style(
             ProgressStyle::with_template(
                 "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
@@ -111,7 +115,16 @@ pub fn fsck(args: DataDirArgs) -> anyhow::Result<ExitCode> {
         let cp = report
             .checkpoint_size
             .map_or("no checkpoint yet".into(), |s| format!("checkpoint at {s}"));
-        if report.ok() {
+        if report.ok() && !report.needs_recovery.is_empty() {
+            recovery = true;
+            for n in &report.needs_recovery {
+                outln!("{tenant}: NEEDS RECOVERY: {n}");
+            }
+            outln!(
+                "{tenant}: no damage in {} events, {cp}; the server stopped without a clean shutdown: starting it recovers the store",
+                report.events
+            );
+        } else if report.ok() {
             outln!(
                 "{tenant}: OK, {} events in {} segments ({} bytes), {cp}",
                 report.events,
@@ -130,11 +143,66 @@ pub fn fsck(args: DataDirArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    Ok(if clean {
-        ExitCode::SUCCESS
-    } else {
+    Ok(if !clean {
         ExitCode::from(1)
+    } else if recovery {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
     })
+}
+
+/// The key that signed the tenant's latest checkpoint: the data directory's key under the name
+/// the checkpoint's signature carries (the log's origin, or the key's own name for a checkpoint
+/// of an older version). fsck checks that checkpoint with it; a history that does not open is
+/// left to fsck to report.
+fn latest_checkpoint_key(dir: &Path, key: &NoteVerifier) -> NoteVerifier {
+    let history = dir.join("checkpoints.log");
+    if !history.exists() {
+        return key.clone();
+    }
+    veritrail_store::checkpoints::Checkpoints::open(&history, key)
+        .ok()
+        .and_then(|c| c.latest())
+        .and_then(|latest| key.with_name(&latest.key_name).ok())
+        .unwrap_or_else(|| key.clone())
+}
+
+/// `veritrail migrate`: converts a data directory written by an older version to the current
+/// layout, tenant by tenant, and proves each log hashes to the same tree and its signed
+/// checkpoints still hold. Exit 0 when every tenant converted, 1 naming the one that did not.
+pub fn migrate(args: DataDirArgs) -> anyhow::Result<ExitCode> {
+    crate::serve::init_logging();
+    let _lock = lock_stopped(&args.data_dir)?;
+    let key = veritrail_store::keys::load_signer(&args.data_dir)?.verifier();
+    for tenant in tenants(&args.data_dir)? {
+        let dir = EmbeddedStore::tenant_dir(&args.data_dir, &tenant);
+        let vkey = latest_checkpoint_key(&dir, &key);
+        let spinner = ProgressBar::new_spinner().with_message(format!("converting {tenant}"));
+        spinner.enable_steady_tick(Duration::from_millis(120));
+        let done = EmbeddedStore::migrate(&args.data_dir, &tenant, &vkey, |left| {
+            spinner.set_message(format!(
+                "converting {tenant}: {left} segment(s) left to seal"
+            ));
+        });
+        spinner.finish_and_clear();
+        match done {
+            Ok(m) => outln!(
+                "{tenant}: converted: {} events in {} segments ({} sealed now), root {} unchanged, {}",
+                m.events,
+                m.segments,
+                m.sealed,
+                veritrail_core::hash::to_b64(&m.root),
+                m.checkpoint_size
+                    .map_or("no checkpoint yet".into(), |s| format!("signed checkpoint at {s} verifies"))
+            ),
+            Err(e) => {
+                outln!("{tenant}: NOT CONVERTED: {e}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `veritrail reindex`: deletes and rebuilds every tenant's derived state.
@@ -142,24 +210,11 @@ pub fn reindex(args: DataDirArgs) -> anyhow::Result<ExitCode> {
     crate::serve::init_logging();
     let _lock = lock_stopped(&args.data_dir)?;
     for tenant in tenants(&args.data_dir)? {
-        let dir = EmbeddedStore::tenant_dir(&args.data_dir, &tenant);
         let spinner =
             ProgressBar::new_spinner().with_message(format!("rebuilding the indexes of {tenant}"));
         spinner.enable_steady_tick(Duration::from_millis(120));
-        let index = dir.join(veritrail_store::index::INDEX_DIR);
-        // Hold the index's lock while deleting it: a running server holds it, and then nothing is
-        // deleted. The lock file itself stays; it is released just before the rebuild takes it.
-        let lock = veritrail_store::index::lock(&index)
-            .with_context(|| format!("locking {}", index.display()))?;
-        if index.exists() {
-            std::fs::remove_dir_all(&index)
-                .with_context(|| format!("removing {}", index.display()))?;
-        }
-        drop(lock);
-        let log = veritrail_store::log::TenantLog::open(&dir, &tenant, Default::default())
-            .with_context(|| format!("replaying the log of {tenant}"))?;
-        let size = log.head()?.size;
-        log.close();
+        let size = EmbeddedStore::reindex(&args.data_dir, &tenant)
+            .with_context(|| format!("rebuilding the indexes of {tenant}"))?;
         spinner.finish_and_clear();
         outln!("{tenant}: indexed {size} events");
     }
@@ -169,17 +224,68 @@ pub fn reindex(args: DataDirArgs) -> anyhow::Result<ExitCode> {
 /// `veritrail key …`.
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
-    /// Print the verifier key (C2SP vkey) that checks this server's checkpoints and bundles.
-    Show(DataDirArgs),
+    /// Print a log's verifier key (C2SP vkey), which checks its checkpoints and bundles: the
+    /// data directory's key named after the log's origin, `<origin prefix>/<tenant>`.
+    Show(KeyShowArgs),
+}
+
+/// Flags of `key show`.
+#[derive(Debug, Args)]
+pub struct KeyShowArgs {
+    /// The server's data directory [default: ./veritrail-data].
+    #[arg(long, env = "VERITRAIL_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The server's TOML settings file, for its `data_dir` and `origin_prefix`.
+    #[arg(long, env = "VERITRAIL_CONFIG")]
+    config: Option<PathBuf>,
+    /// The origin prefix the server runs with [default: veritrail].
+    #[arg(long, env = "VERITRAIL_ORIGIN_PREFIX")]
+    origin_prefix: Option<String>,
+    /// The tenant whose key to print [default: default].
+    #[arg(long, conflicts_with_all = ["all", "legacy"])]
+    tenant: Option<String>,
+    /// Print the key of every tenant that has a log, one per line.
+    #[arg(long, conflicts_with = "legacy")]
+    all: bool,
+    /// Print the key under the name stored in the key file, the name under which older versions
+    /// signed every tenant's checkpoints and bundles; it checks those.
+    #[arg(long)]
+    legacy: bool,
 }
 
 /// Runs a key command.
 pub fn key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         KeyCommand::Show(args) => {
-            let signer = veritrail_store::keys::load_signer(&args.data_dir)
+            let (data_dir, prefix) = crate::serve::data_dir_and_origin_prefix(
+                args.data_dir,
+                args.config.as_deref(),
+                args.origin_prefix,
+            )?;
+            let key = veritrail_store::keys::load_signer(&data_dir)
                 .context("no signing key yet: it is created on the first `veritrail serve`")?;
-            outln!("{}", signer.vkey());
+            if args.legacy {
+                outln!("{}", key.vkey());
+                return Ok(ExitCode::SUCCESS);
+            }
+            let names = match args.tenant {
+                _ if args.all => tenants(&data_dir)?,
+                Some(t) => {
+                    anyhow::ensure!(
+                        veritrail_store::embedded::valid_tenant(&t),
+                        "`{t}` is not a tenant name (a-z, 0-9, - and _, at most 64)"
+                    );
+                    vec![t]
+                }
+                None => vec![veritrail_server::DEFAULT_TENANT.to_string()],
+            };
+            for tenant in names {
+                let origin = veritrail_store::embedded::log_origin(&prefix, &tenant);
+                outln!(
+                    "{}",
+                    veritrail_store::keys::log_signer(&key, &origin)?.vkey()
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

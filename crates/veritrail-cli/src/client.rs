@@ -35,17 +35,6 @@ pub struct ServerArgs {
 }
 
 impl ServerArgs {
-    /// The server at `url`, with `key`.
-    pub fn at(url: &str, key: Option<&str>) -> ServerArgs {
-        ServerArgs {
-            server: url.to_string(),
-            key: key.map(str::to_string),
-            tenant: None,
-            ca_cert: None,
-            client_cert: None,
-        }
-    }
-
     /// The PEM files named by `--ca-cert` and `--client-cert`.
     pub fn tls_pems(&self) -> anyhow::Result<TlsPems> {
         let read = |p: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {

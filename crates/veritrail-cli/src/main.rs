@@ -1,6 +1,7 @@
 //! `veritrail`: the command line. It parses arguments and wires the library crates together.
 //!
-//! Exit codes: 0 success, 1 the check found problems (verify, fsck), 2 usage or runtime error.
+//! Exit codes: 0 success, 1 the check found problems (verify, fsck), 2 usage or runtime error,
+//! 3 fsck found no damage but the store needs the recovery that starting the server does.
 
 /// Writes a line to stdout. A closed pipe (`veritrail verify … | head`) is a normal end, not a
 /// panic, so write errors are ignored: there is nowhere left to report them.
@@ -12,8 +13,6 @@ macro_rules! outln {
 }
 
 mod admin;
-mod bench;
-mod bench_pg;
 mod client;
 mod filters;
 mod import;
@@ -49,6 +48,9 @@ enum Command {
     Fsck(admin::DataDirArgs),
     /// Rebuild the derived indexes of a stopped server's data directory from its log.
     Reindex(admin::DataDirArgs),
+    /// Convert a stopped server's data directory written by an older version, and prove the
+    /// same tree and checkpoints come out.
+    Migrate(admin::DataDirArgs),
     /// The log's signing key.
     Key {
         #[command(subcommand)]
@@ -61,8 +63,6 @@ enum Command {
         #[command(subcommand)]
         command: keys::KeysCommand,
     },
-    /// Measure durable ingest and query latency.
-    Bench(bench::BenchArgs),
 }
 
 /// The data directory used when none is given.
@@ -80,10 +80,10 @@ fn main() -> ExitCode {
         Command::Verify(args) => admin::verify(args),
         Command::Fsck(args) => admin::fsck(args),
         Command::Reindex(args) => admin::reindex(args),
+        Command::Migrate(args) => admin::migrate(args),
         Command::Key { command } => admin::key(command),
         Command::Import(args) => import::run(args),
         Command::Keys { command } => keys::run(command),
-        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

@@ -2,7 +2,7 @@
 //! order of precedence), then the embedded store and the HTTP API.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +29,8 @@ pub struct ServeArgs {
     /// A TOML file with any of these settings (snake_case keys).
     #[arg(long, env = "VERITRAIL_CONFIG")]
     config: Option<PathBuf>,
-    /// Checkpoint origins are `<prefix>/<tenant>`; also the signing key's name [default: veritrail].
+    /// Checkpoint origins are `<prefix>/<tenant>`, and each log's key is named after its origin
+    /// [default: veritrail].
     #[arg(long, env = "VERITRAIL_ORIGIN_PREFIX")]
     origin_prefix: Option<String>,
     /// Sign a checkpoint at most this often while the log grows [default: 1000].
@@ -38,11 +39,16 @@ pub struct ServeArgs {
     /// Start a new segment file after this many MiB [default: 64].
     #[arg(long, env = "VERITRAIL_SEGMENT_MIB")]
     segment_mib: Option<u64>,
+    /// Start even when a tenant's checkpoints.log does not reach the signed checkpoints its log
+    /// recorded (the history was lost or removed), and begin a new history with the next
+    /// checkpoint. Only for a deliberate reset: without it such a store is refused.
+    #[arg(long)]
+    reset_checkpoint_history: bool,
     /// Events waiting for the disk beyond which requests get 429, and 503 on the Kubernaut API
     /// (whose client drops a batch on 429) [default: 100000].
     #[arg(long, env = "VERITRAIL_MAX_QUEUED_EVENTS")]
     max_queued_events: Option<usize>,
-    /// Largest request body in bytes [default: 5242880].
+    /// Largest request body in bytes, as sent and, when compressed, decoded [default: 5242880].
     #[arg(long, env = "VERITRAIL_MAX_BODY_BYTES")]
     max_body_bytes: Option<usize>,
     /// Most events in one request [default: 1000].
@@ -96,15 +102,41 @@ struct Settings {
     api: ApiConfig,
 }
 
-fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
-    let file: FileSettings = match &args.config {
+/// The origin prefix when none is set.
+const DEFAULT_ORIGIN_PREFIX: &str = "veritrail";
+
+fn read_file_settings(config: Option<&Path>) -> anyhow::Result<FileSettings> {
+    Ok(match config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("reading {}", path.display()))?;
             toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
         }
         None => FileSettings::default(),
-    };
+    })
+}
+
+/// The data directory and origin prefix as `serve` resolves them from these flags (or their
+/// variables), then the TOML file `config`, then the defaults: for commands that name a log's
+/// key without a server.
+pub(crate) fn data_dir_and_origin_prefix(
+    data_dir: Option<PathBuf>,
+    config: Option<&Path>,
+    origin_prefix: Option<String>,
+) -> anyhow::Result<(PathBuf, String)> {
+    let file = read_file_settings(config)?;
+    Ok((
+        data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(crate::default_data_dir),
+        origin_prefix
+            .or(file.origin_prefix)
+            .unwrap_or_else(|| DEFAULT_ORIGIN_PREFIX.into()),
+    ))
+}
+
+fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
+    let file = read_file_settings(args.config.as_deref())?;
     let log_defaults = LogConfig::default();
     let api_defaults = ApiConfig::default();
     let segment_mib = args
@@ -159,7 +191,8 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
             origin_prefix: args
                 .origin_prefix
                 .or(file.origin_prefix)
-                .unwrap_or_else(|| "veritrail".into()),
+                .unwrap_or_else(|| DEFAULT_ORIGIN_PREFIX.into()),
+            reset_checkpoint_history: args.reset_checkpoint_history,
         },
         api: ApiConfig {
             max_body_bytes: args
@@ -239,7 +272,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let addr = listener.local_addr()?;
         let url = veritrail_server::tls::url(addr, tls.is_some());
         outln!("veritrail listening on {url}");
-        tracing::info!(%url, vkey = %state.signer.vkey(), max_connections = limits.max_connections, "serving");
+        let vkey = state.log_signer(veritrail_server::DEFAULT_TENANT).map(|s| s.vkey());
+        tracing::info!(%url, default_tenant_vkey = %vkey.unwrap_or_default(), max_connections = limits.max_connections, "serving");
         veritrail_server::spawn_checkpointer(state.clone());
         let app = veritrail_server::router(state);
         veritrail_server::connections::serve(listener, app, tls, limits, shutdown_signal())

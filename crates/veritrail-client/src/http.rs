@@ -1,13 +1,15 @@
 //! One request to `POST /v1/events` and what its answer means for the batch.
 
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{AUTHORIZATION, CONTENT_ENCODING, CONTENT_TYPE, RETRY_AFTER};
 use reqwest::StatusCode;
 use serde_json::Value;
 
-use crate::config::{Config, KeyRefresh};
+use crate::config::{Compression, Config, KeyRefresh, COMPRESS_MIN_BYTES};
 use crate::error::ClientError;
 
 /// Largest reply body read: receipts for 1000 events take about 150 KiB.
@@ -64,6 +66,9 @@ pub(crate) struct Transport {
     key: Mutex<Option<String>>,
     refresh: Option<KeyRefresh>,
     max_retry_after: Duration,
+    compression: Compression,
+    /// Set once the server refused a compressed body and took it uncompressed.
+    compression_refused: AtomicBool,
 }
 
 impl Transport {
@@ -98,6 +103,8 @@ impl Transport {
             key: Mutex::new(config.api_key.clone()),
             refresh: config.key_refresh.clone(),
             max_retry_after: config.retry.max_retry_after,
+            compression: config.compression,
+            compression_refused: AtomicBool::new(false),
         })
     }
 
@@ -128,13 +135,73 @@ impl Transport {
     }
 
     /// Sends one batch (`body` is a JSON array of `events` events) and classifies the answer.
+    ///
+    /// A body of [`COMPRESS_MIN_BYTES`] or more goes compressed as [`Config::compression`]
+    /// says. Should the server refuse the coding (415, or a 400 naming no event: a server that
+    /// does not decode bodies finds no JSON), the same batch goes again uncompressed at once,
+    /// and if that is taken, compression stays off from then on. Neither answer stored anything.
     pub(crate) async fn send(self: Arc<Self>, body: Vec<u8>, events: usize) -> Outcome {
+        let coding = match self.compression {
+            _ if body.len() < COMPRESS_MIN_BYTES => None,
+            _ if self.compression_refused.load(Ordering::Relaxed) => None,
+            Compression::None => None,
+            c => Some(c),
+        };
+        let Some(coding) = coding else {
+            return self.attempt(body, None, events).await;
+        };
+        // Compressing a few MiB takes milliseconds: off the async workers.
+        let packed = tokio::task::spawn_blocking(move || {
+            let packed = compress(coding, &body);
+            (body, packed)
+        })
+        .await;
+        let (body, packed) = match packed {
+            Ok((body, Ok(packed))) => (body, packed),
+            Ok((body, Err(e))) => {
+                tracing::warn!(error = %e, "veritrail client: compressing a batch failed; it is sent uncompressed");
+                return self.attempt(body, None, events).await;
+            }
+            Err(e) => {
+                return Outcome::Retry {
+                    retry_after: None,
+                    why: format!("compressing the batch: {e}"),
+                }
+            }
+        };
+        let outcome = self.clone().attempt(packed, Some(coding), events).await;
+        if !refuses_coding(&outcome) {
+            return outcome;
+        }
+        let plain = self.clone().attempt(body, None, events).await;
+        if !refuses_coding(&plain) {
+            self.compression_refused.store(true, Ordering::Relaxed);
+            tracing::warn!(
+                coding = content_coding(coding),
+                refusal = ?outcome,
+                "veritrail client: the server refused a compressed batch and took it \
+                 uncompressed; batches are sent uncompressed from now on"
+            );
+        }
+        plain
+    }
+
+    /// One request with `body`, sent with `Content-Encoding: <coding>` when given.
+    async fn attempt(
+        self: Arc<Self>,
+        body: Vec<u8>,
+        coding: Option<Compression>,
+        events: usize,
+    ) -> Outcome {
         let key = self.key.lock().ok().and_then(|k| k.clone());
         let mut req = self
             .http
             .post(self.endpoint.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(coding) = coding {
+            req = req.header(CONTENT_ENCODING, content_coding(coding));
+        }
+        let mut req = req.body(body);
         if let Some(key) = key {
             req = req.header(AUTHORIZATION, format!("Bearer {key}"));
         }
@@ -165,6 +232,44 @@ impl Transport {
         };
         classify(status, retry_after, &reply, events)
     }
+}
+
+/// The `Content-Encoding` name of a compression.
+fn content_coding(c: Compression) -> &'static str {
+    match c {
+        Compression::None => "identity",
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+    }
+}
+
+/// Zstandard level of [`Compression::Zstd`].
+const ZSTD_LEVEL: i32 = 3;
+
+/// `body` compressed with `c`.
+pub(crate) fn compress(c: Compression, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    match c {
+        Compression::None => Ok(body.to_vec()),
+        Compression::Gzip => {
+            let out = Vec::with_capacity(body.len() / 4);
+            let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+            enc.write_all(body)?;
+            enc.finish()
+        }
+        Compression::Zstd => zstd::bulk::compress(body, ZSTD_LEVEL),
+    }
+}
+
+/// Whether an answer to a compressed request may mean that the server does not take the coding:
+/// 415, or a 400 that names no event (the batch's own JSON is always well-formed).
+fn refuses_coding(o: &Outcome) -> bool {
+    matches!(
+        o,
+        Outcome::Rejected {
+            status: 400 | 415,
+            ..
+        }
+    )
 }
 
 /// Reads a reply body up to [`MAX_REPLY_BYTES`].
@@ -277,6 +382,35 @@ mod tests {
 
     fn st(n: u16) -> StatusCode {
         StatusCode::from_u16(n).unwrap_or(StatusCode::IM_A_TEAPOT)
+    }
+
+    #[test]
+    fn compressed_bodies_decode_to_the_batch() {
+        use std::io::Read;
+        let body = br#"{"event_type":"a.b","actor_id":"x"},"#.repeat(100);
+        let z = compress(Compression::Zstd, &body).expect("zstd");
+        assert!(z.len() < body.len() / 4, "{} of {}", z.len(), body.len());
+        assert_eq!(zstd::decode_all(&z[..]).ok(), Some(body.clone()));
+        let g = compress(Compression::Gzip, &body).expect("gzip");
+        assert!(g.len() < body.len() / 4, "{} of {}", g.len(), body.len());
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&g[..])
+            .read_to_end(&mut back)
+            .expect("gunzip");
+        assert_eq!(back, body);
+        assert_eq!(
+            compress(Compression::Zstd, &body).ok(),
+            Some(z),
+            "the same bytes each time"
+        );
+        assert!(refuses_coding(&Outcome::Rejected {
+            status: 415,
+            detail: String::new()
+        }));
+        assert!(!refuses_coding(&Outcome::Invalid {
+            indexes: vec![0],
+            detail: String::new()
+        }));
     }
 
     #[test]

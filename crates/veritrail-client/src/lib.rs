@@ -8,7 +8,10 @@
 //! `producer_seq` order. It retries failed requests with exponential backoff and full jitter,
 //! honouring `Retry-After`. When the failure lasts ([`RetryPolicy`]), batches go to an on-disk
 //! spool ([`Config::spool_dir`], format in [`spool`]) and are replayed in order once the server
-//! is back, also by the next process that opens the same spool directory.
+//! is back, also by the next process that opens the same spool directory. Batches of 1 KiB or
+//! more go compressed with zstd (`Content-Encoding: zstd`); [`Config::compression`] chooses
+//! gzip or turns it off. The spool keeps batches uncompressed, and each send, a retry or a
+//! replay alike, compresses what it sends.
 //!
 //! Each event gets:
 //!
@@ -75,7 +78,7 @@ use serde_json::{Map, Value};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-pub use config::{Config, KeyRefresh, Overflow, RetryPolicy};
+pub use config::{Compression, Config, KeyRefresh, Overflow, RetryPolicy, COMPRESS_MIN_BYTES};
 pub use error::{ClientError, RecordError, SpoolError};
 pub use stats::{Dropped, Stats};
 

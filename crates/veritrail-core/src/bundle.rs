@@ -61,6 +61,12 @@
 //! at its index; the manifest signature fixes *which* events the log exported. Completeness
 //! comes from the manifest's list: a dropped, inserted, duplicated or reordered event line is
 //! found by comparing the event lines against it, and [`verify`] names the leaf concerned.
+//!
+//! Both notes are checked with the verifier key of the log: since checkpoints are signed under
+//! the name of their origin, the key's name must also name the checkpoint's origin
+//! ([`names_log`]; [`Problem::WrongLog`] otherwise). Bundles of older versions, signed under the
+//! origin prefix for every tenant, verify with that older key, whose name covers every origin
+//! below the prefix.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -253,6 +259,18 @@ pub enum Problem {
         /// `"checkpoint"` or `"manifest"`.
         what: &'static str,
     },
+    /// The checkpoint's origin is not the log the key is named after. A log's key is named after
+    /// its origin (C2SP tlog-checkpoint), and a key named after an origin prefix (the one name
+    /// of every tenant's key in older versions) covers the origins below it. One secret signs
+    /// every tenant's log, and a key name is not signed, so without this check a signature line
+    /// renamed to another tenant's key would pass for that tenant's.
+    #[error("the checkpoint is of the log {}, which this key ({}) does not name: a bundle of another log", one_line(.origin), one_line(.key_name))]
+    WrongLog {
+        /// The checkpoint's origin.
+        origin: String,
+        /// The verifier key's name.
+        key_name: String,
+    },
     /// The manifest disagrees with the checkpoint (origin, size, root) or the header (count,
     /// filter).
     #[error("the manifest does not match: {why}")]
@@ -306,6 +324,15 @@ pub enum Problem {
         /// The repeated leaf index.
         leaf_index: u64,
     },
+}
+
+/// True when a key named `key_name` may sign the log `origin`: the key is named after the origin,
+/// or (a key of an older version, named after the origin prefix) the origin is `<key_name>/…`.
+pub fn names_log(key_name: &str, origin: &str) -> bool {
+    origin == key_name
+        || origin
+            .strip_prefix(key_name)
+            .is_some_and(|rest| rest.starts_with('/'))
 }
 
 /// ` (event_id …)` for messages.
@@ -807,6 +834,14 @@ impl<'k> Verifier<'k> {
             None => {}
         }
         let cp = self.checkpoint.as_ref();
+        if let Some(origin) = cp.map(|c| &c.origin) {
+            if !names_log(self.vkey.name(), origin) {
+                let key_name = self.vkey.name().to_owned();
+                let origin = origin.clone();
+                self.problem(Problem::WrongLog { origin, key_name });
+            }
+        }
+        let cp = self.checkpoint.as_ref();
         self.report.origin = cp.map(|c| c.origin.clone()).or(h.origin.clone());
         self.report.tree_size = cp.map(|c| c.size).or(h.tree_size);
         self.cross_check(&h);
@@ -927,6 +962,17 @@ impl<'k> Verifier<'k> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bundle_key_names_its_origin_or_the_prefix_above_it() {
+        assert!(names_log("veritrail/acme", "veritrail/acme"));
+        assert!(names_log("veritrail", "veritrail/acme"));
+        assert!(names_log("audit.example/vt", "audit.example/vt/acme"));
+        assert!(!names_log("veritrail/beta", "veritrail/acme"));
+        assert!(!names_log("veritrail/acme", "veritrail/acme-2"));
+        assert!(!names_log("veri", "veritrail/acme"));
+        assert!(!names_log("veritrail/acme/x", "veritrail/acme"));
+    }
 
     #[test]
     fn bundle_out_of_order_names_fewest_lines() {

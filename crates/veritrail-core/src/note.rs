@@ -71,7 +71,9 @@ pub struct OpenedNote {
 
 /// The spec's name rule: non-empty, no Unicode space, no '+'. The '+' ban is
 /// what lets key texts use '+' as a separator; the space ban keeps the
-/// signature line unambiguous.
+/// signature line unambiguous. Anything else is allowed, '/' included: the
+/// spec recommends names that are schema-less URLs, such as a log's origin
+/// `example.com/log`.
 fn check_name(name: &str) -> Result<(), NoteError> {
     if name.is_empty() || name.contains('+') || name.chars().any(char::is_whitespace) {
         return Err(NoteError::InvalidName(name.to_owned()));
@@ -184,6 +186,18 @@ impl NoteSigner {
         Ok(signer)
     }
 
+    /// The same Ed25519 key under another name. The key ID, which hashes the
+    /// name, changes with it, so verifiers tell the two apart although one
+    /// secret signs for both.
+    pub fn with_name(&self, name: &str) -> Result<NoteSigner, NoteError> {
+        check_name(name)?;
+        Ok(NoteSigner {
+            name: name.to_owned(),
+            key_id: key_id(name, &self.key.verifying_key()),
+            key: self.key.clone(),
+        })
+    }
+
     /// The key name.
     pub fn name(&self) -> &str {
         &self.name
@@ -273,6 +287,16 @@ impl NoteVerifier {
             name,
             key_id: id,
             key,
+        })
+    }
+
+    /// The same public key under another name (and so another key ID).
+    pub fn with_name(&self, name: &str) -> Result<NoteVerifier, NoteError> {
+        check_name(name)?;
+        Ok(NoteVerifier {
+            name: name.to_owned(),
+            key_id: key_id(name, &self.key),
+            key: self.key,
         })
     }
 
@@ -554,6 +578,51 @@ mod tests {
         assert!(NoteSigner::new("", &[0; 32]).is_err());
         assert!(NoteSigner::new("a+b", &[0; 32]).is_err());
         assert!(NoteSigner::new("a\u{a0}b", &[0; 32]).is_err());
+    }
+
+    #[test]
+    fn one_key_under_two_names_is_two_keys() {
+        let legacy = NoteSigner::new("veritrail", &[5; 32]).expect("valid name");
+        let acme = legacy.with_name("veritrail/acme").expect("'/' is allowed");
+        let beta = legacy.with_name("veritrail/beta").expect("'/' is allowed");
+        assert_eq!(acme.name(), "veritrail/acme");
+        assert!(
+            acme.vkey().starts_with("veritrail/acme+"),
+            "{}",
+            acme.vkey()
+        );
+        // The public key is the same; the name, and so the key ID, is not.
+        let public = |vkey: String| vkey.rsplit('+').next().map(str::to_owned);
+        assert_eq!(public(acme.vkey()), public(legacy.vkey()));
+        assert_ne!(acme.key_id(), legacy.key_id());
+        assert_ne!(acme.key_id(), beta.key_id());
+        assert_eq!(
+            NoteVerifier::from_vkey(&acme.vkey()).expect("vkey parses"),
+            acme.verifier()
+        );
+        assert_eq!(
+            legacy.verifier().with_name("veritrail/acme"),
+            Ok(acme.verifier())
+        );
+        assert_eq!(
+            NoteSigner::from_signer_key(&acme.to_signer_key())
+                .expect("signer key parses")
+                .vkey(),
+            acme.vkey()
+        );
+        let note = acme.sign(TEXT).expect("valid text");
+        assert!(note.contains("\u{2014} veritrail/acme "), "{note}");
+        let opened = open(&note, &[acme.verifier()]).expect("its own name verifies");
+        assert_eq!(opened.verified_by[0].name, "veritrail/acme");
+        assert_eq!(open(&note, &[beta.verifier()]), Err(NoteError::UnknownKey));
+        assert_eq!(
+            open(&note, &[legacy.verifier()]),
+            Err(NoteError::UnknownKey)
+        );
+        for bad in ["", "veritrail/a+b", "veritrail/a b", "veritrail/a\u{2003}b"] {
+            assert!(legacy.with_name(bad).is_err(), "{bad:?}");
+            assert!(legacy.verifier().with_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

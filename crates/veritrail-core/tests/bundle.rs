@@ -19,6 +19,18 @@ use veritrail_core::merkle::{inclusion_proof, Frontier};
 use veritrail_core::note::{NoteSigner, NoteVerifier};
 
 const ORIGIN: &str = "veritrail.example/audit";
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .expect("base64")
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
 const LEAVES: u64 = 10;
 
 /// A signed log and a bundle exported from it.
@@ -68,7 +80,11 @@ fn build_tree(hashes: &[Hash]) -> (Hash, HashMap<(u32, u64), Hash>) {
 }
 
 fn fixture() -> Fixture {
-    let signer = signer();
+    fixture_of(ORIGIN, signer())
+}
+
+/// The fixture's log under another origin, signed by `signer`.
+fn fixture_of(origin: &str, signer: NoteSigner) -> Fixture {
     let records: Vec<Record> = (0..LEAVES).map(record).collect();
     let hashes: Vec<Hash> = records
         .iter()
@@ -100,16 +116,16 @@ fn fixture() -> Fixture {
         })
         .collect();
     let cp = Checkpoint {
-        origin: ORIGIN.into(),
+        origin: origin.into(),
         size: LEAVES,
         root,
         extensions: vec![],
     };
     let cp_note = sign_checkpoint(&cp, &signer).expect("valid checkpoint");
-    let text = manifest_text(ORIGIN, LEAVES, &root, &filter, &entries).expect("valid manifest");
+    let text = manifest_text(origin, LEAVES, &root, &filter, &entries).expect("valid manifest");
     let mf_note = signer.sign(&text).expect("valid note text");
     let count = entries.len() as u64;
-    let header = header_line(ORIGIN, LEAVES, count, &filter, &cp_note, &mf_note).expect("header");
+    let header = header_line(origin, LEAVES, count, &filter, &cp_note, &mf_note).expect("header");
     let mut bundle = vec![header];
     bundle.extend(selected.iter().map(|&i| all_events[i as usize].clone()));
     Fixture {
@@ -330,6 +346,74 @@ fn bundle_verified_with_another_key() {
             Problem::UnknownKey { what: "checkpoint" },
             Problem::UnknownKey { what: "manifest" }
         ],
+        "{report}"
+    );
+}
+
+#[test]
+fn bundle_of_one_tenant_verifies_with_its_key_and_not_with_another_tenants() {
+    // One secret, a key name per log: the names (and so the key IDs) differ.
+    let key = NoteSigner::new("veritrail", &[42; 32]).expect("valid key name");
+    let acme = key.with_name("veritrail/acme").expect("valid key name");
+    let beta = key.with_name("veritrail/beta").expect("valid key name");
+    let f = fixture_of("veritrail/acme", acme.clone());
+    let report = run(&f.bundle, &acme.verifier());
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.origin.as_deref(), Some("veritrail/acme"));
+    let report = run(&f.bundle, &beta.verifier());
+    assert!(
+        report.problems.starts_with(&[
+            Problem::UnknownKey { what: "checkpoint" },
+            Problem::UnknownKey { what: "manifest" }
+        ]),
+        "{report}"
+    );
+    // The key under the name of older versions does not name this signature either.
+    assert!(!run(&f.bundle, &key.verifier()).ok());
+}
+
+#[test]
+fn bundle_of_an_older_version_verifies_with_the_key_named_after_the_prefix() {
+    // Older versions signed every tenant's log under the origin prefix.
+    let key = NoteSigner::new("veritrail", &[42; 32]).expect("valid key name");
+    let f = fixture_of("veritrail/default", key.clone());
+    let vkey = NoteVerifier::from_vkey(&key.vkey()).expect("vkey parses");
+    assert!(key.vkey().starts_with("veritrail+"), "{}", key.vkey());
+    let report = run(&f.bundle, &vkey);
+    assert!(report.ok(), "{report}");
+    assert_eq!(report.origin.as_deref(), Some("veritrail/default"));
+    // The origin-named key of today does not check it: another name, another key ID.
+    let today = key.with_name("veritrail/default").expect("valid key name");
+    assert!(!run(&f.bundle, &today.verifier()).ok());
+}
+
+#[test]
+fn bundle_signature_renamed_to_another_tenants_key_is_another_log() {
+    // A key name is not signed: rename acme's signature lines to beta's name and key ID, and
+    // the signatures verify with beta's key. The origin still names acme's log.
+    let key = NoteSigner::new("veritrail", &[42; 32]).expect("valid key name");
+    let acme = key.with_name("veritrail/acme").expect("valid key name");
+    let beta = key.with_name("veritrail/beta").expect("valid key name");
+    let mut lines = fixture_of("veritrail/acme", acme.clone()).bundle;
+    let rename = |note: &str| {
+        let (text, sig) = note.rsplit_once("\n\n").expect("a signed note");
+        let blob = sig.trim_end().rsplit(' ').next().expect("a signature line");
+        let mut raw = base64_decode(blob);
+        raw[..4].copy_from_slice(&beta.key_id().to_be_bytes());
+        format!(
+            "{text}\n\n\u{2014} veritrail/beta {}\n",
+            base64_encode(&raw)
+        )
+    };
+    edit_header_note(&mut lines, "checkpoint", rename);
+    edit_header_note(&mut lines, "manifest", rename);
+    let report = run(&lines, &beta.verifier());
+    assert_eq!(
+        report.problems,
+        [Problem::WrongLog {
+            origin: "veritrail/acme".into(),
+            key_name: "veritrail/beta".into()
+        }],
         "{report}"
     );
 }

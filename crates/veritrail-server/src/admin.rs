@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -18,6 +18,9 @@ use crate::access::keys::{KeyInfo, KeyRegistry, NewKey, Role};
 use crate::access::{self, Caller};
 use crate::problem::{PathText, Problem};
 use crate::{blocking, AppState};
+
+/// Largest body of `POST /v1/admin/keys` (a key request is a few hundred bytes).
+pub const MAX_BODY_BYTES: usize = 64 << 10;
 
 /// Body of `POST /v1/admin/keys`.
 #[derive(Debug, Deserialize)]
@@ -59,9 +62,13 @@ fn may_manage(caller: &Caller, tenant: Option<&str>) -> bool {
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
-    body: Result<Json<CreateKey>, JsonRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
-    let Json(req) = body.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let (_admitted, bytes) =
+        crate::admission::read_json(&state, &caller, &headers, body, MAX_BODY_BYTES).await?;
+    let req: CreateKey = serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::bad_request(format!("the key request is not valid: {e}")))?;
     let role = Role::parse(&req.role).ok_or_else(|| {
         let names: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
         Problem::bad_request(format!(

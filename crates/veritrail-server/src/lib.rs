@@ -32,7 +32,7 @@ pub const DEFAULT_TENANT: &str = "default";
 /// Limits and intervals of the API.
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
-    /// Largest accepted request body.
+    /// Largest accepted request body, as sent and, when it is compressed, decoded.
     pub max_body_bytes: usize,
     /// Most events in one request.
     pub max_events_per_request: usize,
@@ -40,9 +40,10 @@ pub struct ApiConfig {
     pub checkpoint_interval: Duration,
     /// Most events one export bundle may hold.
     pub max_export_events: usize,
-    /// Requests with a body (every ingest route, verify-chain) read and worked on at once; more
-    /// get 503 at once, so that request bodies never take more than this many times the largest
-    /// body (`max_body_bytes`, or the webhook's 10 MiB).
+    /// Requests with a body (every ingest route, verify-chain, key creation) read and worked on
+    /// at once; more get 503 at once, so that request bodies never take more than this many times
+    /// the largest body (`max_body_bytes`, or the webhook's 10 MiB; twice that while a compressed
+    /// body is decoded).
     pub max_concurrent_ingests: usize,
     /// How many of those one key may hold, so that one producer cannot starve the others.
     pub max_concurrent_ingests_per_key: usize,
@@ -64,7 +65,8 @@ impl Default for ApiConfig {
 /// Shared state of every handler.
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    /// Signs export manifests with the log key.
+    /// The data directory's signing key. Each tenant's log uses it under the name of its origin
+    /// ([`AppState::log_signer`]), to sign export manifests and to serve the verifier key.
     pub signer: NoteSigner,
     pub config: ApiConfig,
     /// The admission gate of requests with a body (see [`ApiConfig::max_concurrent_ingests`]).
@@ -92,6 +94,31 @@ impl AppState {
             admission,
             access,
         }
+    }
+}
+
+impl AppState {
+    /// The key of `tenant`'s log: the signing key named after the log's origin.
+    pub fn log_signer(&self, tenant: &str) -> Result<NoteSigner, problem::Problem> {
+        Ok(veritrail_store::keys::log_signer(
+            &self.signer,
+            &self.store.origin(tenant),
+        )?)
+    }
+
+    /// The key that signs the manifest of an export proven against `cp`: the key `cp` is signed
+    /// under, so that one verifier key checks both notes of a bundle.
+    pub fn manifest_signer(
+        &self,
+        cp: &veritrail_store::SignedCheckpoint,
+    ) -> Result<NoteSigner, problem::Problem> {
+        self.signer.with_name(&cp.key_name).map_err(|e| {
+            problem::Problem::new(
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                "Signing failed",
+                e.to_string(),
+            )
+        })
     }
 }
 

@@ -46,10 +46,18 @@ pub async fn healthz() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({"status": "healthy", "timestamp": now}))
 }
 
-/// `GET /readyz`: the store accepts work.
+/// `GET /readyz`: the store accepts work: every tenant's log takes appends (a full disk makes
+/// it not ready until space is free again).
 pub async fn readyz(State(state): State<Arc<AppState>>) -> Result<&'static str, Problem> {
     let store = state.store.clone();
-    crate::blocking(move || store.head(crate::DEFAULT_TENANT).map_err(Problem::from)).await?;
+    crate::blocking(move || {
+        store.head(crate::DEFAULT_TENANT).map_err(Problem::from)?;
+        store.ready().map_err(|why| Problem {
+            retry_after_s: Some(5),
+            ..Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Not ready", why)
+        })
+    })
+    .await?;
     Ok("ready\n")
 }
 

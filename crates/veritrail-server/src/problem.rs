@@ -1,6 +1,6 @@
 //! RFC 7807 problem details: every error the API returns has this shape.
 
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use veritrail_store::StoreError;
@@ -13,6 +13,9 @@ pub struct Problem {
     pub detail: String,
     pub extra: Option<(&'static str, Value)>,
     pub retry_after_s: Option<u32>,
+    /// Further header fields of the answer, such as the `Accept-Encoding` of a 415 (boxed: most
+    /// problems have none, and a `Result` carrying a problem stays small).
+    pub headers: Option<Box<HeaderMap>>,
 }
 
 impl Problem {
@@ -24,6 +27,7 @@ impl Problem {
             detail: detail.into(),
             extra: None,
             retry_after_s: None,
+            headers: None,
         }
     }
 
@@ -40,6 +44,14 @@ impl Problem {
     /// Adds a member such as `errors`.
     pub fn with(mut self, name: &'static str, value: Value) -> Problem {
         self.extra = Some((name, value));
+        self
+    }
+
+    /// Adds a header field to the answer.
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Problem {
+        self.headers
+            .get_or_insert_with(Default::default)
+            .insert(name, value);
         self
     }
 
@@ -81,6 +93,9 @@ impl IntoResponse for Problem {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
+        if let Some(headers) = self.headers {
+            resp.headers_mut().extend(*headers);
+        }
         resp
     }
 }
@@ -98,6 +113,14 @@ impl From<StoreError> for Problem {
             StoreError::OutOfRange(_) => (StatusCode::BAD_REQUEST, "Out of range", None),
             StoreError::Closed => (StatusCode::SERVICE_UNAVAILABLE, "Shutting down", Some(5)),
             StoreError::Failed(_) => (StatusCode::SERVICE_UNAVAILABLE, "Storage failure", Some(30)),
+            StoreError::Unwritable(_) => {
+                tracing::error!(error = %e, "append failed");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Storage unavailable",
+                    Some(5),
+                )
+            }
             StoreError::Damaged(_) => {
                 tracing::error!(error = %e, "integrity failure");
                 metrics::counter!("veritrail_integrity_failures_total").increment(1);
@@ -118,6 +141,7 @@ impl From<StoreError> for Problem {
             detail,
             extra: None,
             retry_after_s: retry,
+            headers: None,
         }
     }
 }

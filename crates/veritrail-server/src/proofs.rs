@@ -43,9 +43,17 @@ pub async fn checkpoint(
     Ok(text(cp.note))
 }
 
-/// `GET /v1/key`: the verifier key (C2SP vkey) of the log's signing key.
-pub async fn key(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    text(format!("{}\n", state.signer.vkey()))
+/// `GET /v1/key`: the verifier key (C2SP vkey) of the caller's tenant's log, named after its
+/// origin (`<origin prefix>/<tenant>`). It checks that tenant's checkpoints and export bundles,
+/// and no other tenant's.
+pub async fn key(
+    State(state): State<Arc<AppState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<impl IntoResponse, Problem> {
+    Ok(text(format!(
+        "{}\n",
+        state.log_signer(&caller.tenant)?.vkey()
+    )))
 }
 
 /// Query of `GET /v1/proof/inclusion`.
@@ -242,7 +250,7 @@ fn build_bundle(
         &entries,
     )
     .map_err(bad)?;
-    let manifest_note = state.signer.sign(&manifest).map_err(|e| {
+    let manifest_note = state.manifest_signer(&cp)?.sign(&manifest).map_err(|e| {
         Problem::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "Signing failed",

@@ -2,6 +2,11 @@
 //!
 //! Framing per entry: `len u32 | crc32c(note) u32 | note[len]`. Each entry is fsync'd before it
 //! is served, so a checkpoint a client has seen is never forgotten by a restart.
+//!
+//! Each log signs under the name of its origin ([`crate::keys::log_signer`]). Older versions
+//! signed every log under the name stored in the key file (the key's own name); a history they
+//! wrote still opens, and the first checkpoint asked of it is signed again under the origin's
+//! name, at the same size if the log has not grown (see [`Checkpoints::issue`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -21,6 +26,9 @@ pub struct SignedCheckpoint {
     pub checkpoint: Checkpoint,
     /// The full signed note, as served at `GET /v1/checkpoint`.
     pub note: String,
+    /// The name of the key whose signature it carries: the origin, or the key's own name for a
+    /// checkpoint signed by an older version.
+    pub key_name: String,
     /// When this process issued or loaded it (for the checkpoint-age metric).
     pub seen_at: DateTime<Utc>,
 }
@@ -32,9 +40,10 @@ pub struct Checkpoints {
 }
 
 impl Checkpoints {
-    /// Opens the history at `path`, cutting a torn tail. The latest entry must verify with
-    /// `verifier`: a checkpoint the log's key did not sign is never trusted.
-    pub fn open(path: &Path, verifier: &NoteVerifier) -> Result<Checkpoints, StoreError> {
+    /// Opens the history at `path`, cutting a torn tail. The latest entry must be signed by
+    /// `key`'s public key, under the name of the checkpoint's own origin or (written by an older
+    /// version) under `key`'s own name: a checkpoint the log's key did not sign is never trusted.
+    pub fn open(path: &Path, key: &NoteVerifier) -> Result<Checkpoints, StoreError> {
         let existed = path.exists();
         let file = OpenOptions::new()
             .read(true)
@@ -49,7 +58,7 @@ impl Checkpoints {
         let latest = match notes.last() {
             None => None,
             Some(note) => Some(
-                parse(note, verifier)
+                parse(note, key)
                     .map_err(|e| StoreError::Damaged(format!("{}: {e}", path.display())))?,
             ),
         };
@@ -65,7 +74,10 @@ impl Checkpoints {
     }
 
     /// Signs `cp`, makes it durable and makes it the latest. A checkpoint no newer than the
-    /// latest is not issued again.
+    /// latest is not issued again, with one exception: a latest checkpoint signed under another
+    /// name (an older version's) is signed again under `signer`'s name at the same size, so that
+    /// every checkpoint served verifies with the log's own verifier key. Its tree must be the
+    /// one already signed.
     pub fn issue(
         &self,
         cp: Checkpoint,
@@ -76,8 +88,16 @@ impl Checkpoints {
             .lock()
             .map_err(|_| StoreError::Failed("checkpoint lock poisoned".into()))?;
         if let Some(latest) = &state.1 {
-            if latest.checkpoint.size >= cp.size {
+            let renamed = latest.key_name != signer.name();
+            if latest.checkpoint.size > cp.size || (latest.checkpoint.size == cp.size && !renamed) {
                 return Ok(latest.clone());
+            }
+            if latest.checkpoint.size == cp.size && latest.checkpoint.root != cp.root {
+                return Err(StoreError::Damaged(format!(
+                    "{}: the tree of {} events does not match its signed checkpoint",
+                    self.path.display(),
+                    cp.size
+                )));
             }
         }
         let note = signer
@@ -96,6 +116,7 @@ impl Checkpoints {
         let signed = SignedCheckpoint {
             checkpoint: cp,
             note,
+            key_name: signer.name().to_owned(),
             seen_at: Utc::now(),
         };
         state.1 = Some(signed.clone());
@@ -103,19 +124,35 @@ impl Checkpoints {
     }
 }
 
-fn parse(note: &str, verifier: &NoteVerifier) -> Result<SignedCheckpoint, String> {
-    let checkpoint =
-        veritrail_core::checkpoint::open_checkpoint(note, std::slice::from_ref(verifier)).map_err(
-            |e| {
-                format!(
-                    "the latest checkpoint does not verify with {}: {e}",
-                    verifier.vkey()
-                )
-            },
-        )?;
+/// Opens the latest checkpoint with `key` under the names it may be signed under: the origin the
+/// note states (unverified until the signature checks; a key name is not signed, so this only
+/// picks the key ID to look for) and the key's own name.
+fn parse(note: &str, key: &NoteVerifier) -> Result<SignedCheckpoint, String> {
+    let mut names = vec![key.clone()];
+    let origin = note.split('\n').next().unwrap_or_default();
+    if let Ok(by_origin) = key.with_name(origin) {
+        if by_origin.name() != key.name() {
+            names.insert(0, by_origin);
+        }
+    }
+    let fail = |e: &dyn std::fmt::Display| {
+        let tried: Vec<String> = names.iter().map(NoteVerifier::vkey).collect();
+        format!(
+            "the latest checkpoint does not verify with {}: {e}",
+            tried.join(" or ")
+        )
+    };
+    let opened = veritrail_core::note::open(note, &names).map_err(|e| fail(&e))?;
+    let checkpoint = Checkpoint::parse(&opened.text).map_err(|e| fail(&e))?;
+    let key_name = opened
+        .verified_by
+        .first()
+        .map(|k| k.name.clone())
+        .unwrap_or_default();
     Ok(SignedCheckpoint {
         checkpoint,
         note: note.to_string(),
+        key_name,
         seen_at: Utc::now(),
     })
 }

@@ -11,9 +11,6 @@ pub enum StoreError {
         context: String,
         source: std::io::Error,
     },
-    /// The derived-state database failed.
-    #[error("index database: {0}")]
-    Index(#[from] crate::index::IndexError),
     /// A segment file is unusable.
     #[error(transparent)]
     Segment(#[from] crate::segment::SegmentError),
@@ -26,6 +23,10 @@ pub enum StoreError {
     /// The ingest queue is full; the caller should retry later.
     #[error("ingest queue is full ({queued} events waiting); retry shortly")]
     Overloaded { queued: usize },
+    /// Appending failed (a full disk, an I/O error); nothing of the request was stored and the
+    /// log takes appends again once the cause is gone.
+    #[error("appending to the log failed ({0}); nothing of this request was stored; retry later")]
+    Unwritable(String),
     /// An earlier write failure left the log in a state where appending is unsafe.
     #[error("the log stopped accepting writes after a storage failure ({0}); restart after fixing the disk")]
     Failed(String),
@@ -64,8 +65,23 @@ impl<E: std::fmt::Display> From<veritrail_core::merkle::ProofGenError<E>> for St
 impl From<crate::index::NodeError> for StoreError {
     fn from(e: crate::index::NodeError) -> StoreError {
         match e {
-            crate::index::NodeError::Db(db) => StoreError::Index(db),
+            crate::index::NodeError::Io(source) => StoreError::Io {
+                context: "reading a tree node".into(),
+                source,
+            },
             missing => StoreError::Damaged(missing.to_string()),
+        }
+    }
+}
+
+impl From<crate::sealed::SealedError> for StoreError {
+    fn from(e: crate::sealed::SealedError) -> StoreError {
+        match e {
+            crate::sealed::SealedError::Io { path, source } => StoreError::Io {
+                context: path.display().to_string(),
+                source,
+            },
+            damage => StoreError::Damaged(damage.to_string()),
         }
     }
 }

@@ -1,22 +1,45 @@
 //! Offline integrity check of one tenant's store: re-hash every record, rebuild the tree,
-//! compare it with the derived state and the latest signed checkpoint, and cross-check the
-//! indexes. Run with the server stopped (the index database is opened exclusively).
+//! compare it with the tree's node files and the latest signed checkpoint, and rebuild every
+//! sealed segment's index to compare it with its file. Run with the server stopped (the index is
+//! locked exclusively). Nothing of the log or its derived state is changed (opening the
+//! checkpoint history cuts a torn last entry, as the server would).
+//!
+//! What a stop without a clean shutdown leaves (a torn tail on the newest segment, tree nodes not
+//! yet written for the newest events, a sealed segment whose index file was not yet written) is
+//! not damage: the report says the store *needs recovery*, which the next server start does.
 
 use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use veritrail_core::event::{LeafSummary, Record};
+use veritrail_core::event::Record;
 use veritrail_core::hash::{leaf_hash, to_b64, Hash};
 use veritrail_core::merkle::{self, Frontier};
 use veritrail_core::note::NoteVerifier;
 
 use crate::checkpoints::Checkpoints;
+use crate::entries::Entries;
 use crate::error::StoreError;
-use crate::index::{Digest, Index, IndexReader, Pos};
+use crate::flat::FlatFiles;
+use crate::index::track_producers;
 use crate::log::describe;
-use crate::recovery::list_segments;
-use crate::segment::{self, RawRecord, ReadOutcome, HEADER_LEN};
+use crate::recovery::{list_segments, Stored};
+use crate::sealed::{self, SealedSegment};
+use crate::seg_index;
+use crate::segment::{self, Damage, RawRecord, ReadOutcome, RecordKind, HEADER_LEN};
+
+/// The finding of a checkpoint history that does not reach the checkpoints the log recorded.
+pub fn history_removed(marked: u64, latest: Option<u64>) -> String {
+    let held = match latest {
+        Some(size) => format!("its latest is at {size}"),
+        None => "it holds none".into(),
+    };
+    format!(
+        "the log records a signed checkpoint of {marked} events, but checkpoints.log does not reach it ({held}): \
+         the checkpoint history was removed or cut back. Restore checkpoints.log from a backup; to start a new history \
+         deliberately, start the server once with --reset-checkpoint-history"
+    )
+}
 
 /// What fsck found.
 #[derive(Debug, Default)]
@@ -25,9 +48,12 @@ pub struct FsckReport {
     pub segments: u32,
     pub bytes: u64,
     pub checkpoint_size: Option<u64>,
-    /// The fast pass found the index's entries differ from the log's (the report then comes
-    /// from the slow pass, which names each event concerned).
-    pub index_differs: bool,
+    /// The root of the tree of every event in the log, as its records hash.
+    pub root: Hash,
+    /// Full segments still as appended (the server seals them).
+    pub unsealed: u32,
+    /// What an interrupted run left, which starting the server completes (not damage).
+    pub needs_recovery: Vec<String>,
     /// One line per problem, each naming the event or file concerned.
     pub problems: Vec<String>,
 }
@@ -45,40 +71,19 @@ pub fn check(
     vkey: &NoteVerifier,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<FsckReport, StoreError> {
-    let index = Index::open_for_check(&dir.join(crate::index::INDEX_DIR))?;
-    // A fast pass compares fingerprints of the index with what the log calls for; only when they
-    // differ does a second pass look every entry up, to name the damage.
-    let report = pass(dir, &index, vkey, false, &mut progress)?;
-    if !report.index_differs {
-        return Ok(report);
-    }
-    let mut named = pass(dir, &index, vkey, true, &mut progress)?;
-    named.index_differs = true;
-    // Entries that belong to no record (extra ones) are only seen by the fingerprint.
-    if !named.problems.iter().any(|p| p.contains("index")) {
-        named.problems.extend(
-            report
-                .problems
-                .into_iter()
-                .filter(|p| p.contains("index's entries")),
-        );
-    }
-    Ok(named)
-}
-
-fn pass(
-    dir: &Path,
-    index: &Index,
-    vkey: &NoteVerifier,
-    name_index_damage: bool,
-    progress: &mut impl FnMut(u64, u64),
-) -> Result<FsckReport, StoreError> {
+    let index_dir = dir.join(crate::index::INDEX_DIR);
+    let _lock = crate::index::lock(&index_dir)?;
+    let flat = FlatFiles::open_existing(&index_dir)
+        .map_err(StoreError::io(format!("opening {}", index_dir.display())))?;
     let log_dir = dir.join("log");
-    let reader = index.reader()?;
-    let ordinals = list_segments(&log_dir)?;
+    let listed = list_segments(&log_dir)?;
+    let path_of = |(ordinal, stored): (u32, Stored)| match stored {
+        Stored::Appended => log_dir.join(segment::file_name(ordinal)),
+        Stored::Sealed => log_dir.join(sealed::file_name(ordinal)),
+    };
     let mut total = 0;
-    for o in &ordinals {
-        let path = log_dir.join(segment::file_name(*o));
+    for l in &listed {
+        let path = path_of(*l);
         total += std::fs::metadata(&path)
             .map_err(StoreError::io(format!("reading {}", path.display())))?
             .len();
@@ -88,41 +93,59 @@ fn pass(
         Ok(c) => (c.latest(), None),
         Err(e) => (None, Some(e.to_string())),
     };
+    let stored_leaves = flat
+        .leaves()
+        .map_err(StoreError::io("reading the tree's node files"))?;
     let mut run = Run {
-        reader: &reader,
+        flat: &flat,
+        stored_leaves,
+        index_dir: &index_dir,
         report: FsckReport::default(),
         frontier: Frontier::new(),
         cp_root: None,
-        expected: Digest::default(),
-        name_index_damage,
+        producers: Default::default(),
+        marked: 0,
+        segment_marked: 0,
     };
     run.report.checkpoint_size = latest.as_ref().map(|c| c.checkpoint.size);
     run.report.problems.extend(checkpoint_problem);
     let cp_size = run.report.checkpoint_size;
-    std::thread::scope(|s| {
-        // The fast pass fingerprints the index's entries while it reads the log.
-        let found = (!name_index_damage).then(|| s.spawn(|| reader.entries_digest()));
-        let mut done = 0;
-        for ordinal in ordinals {
-            let path = log_dir.join(segment::file_name(ordinal));
-            let file =
-                File::open(&path).map_err(StoreError::io(format!("opening {}", path.display())))?;
-            let len = file
-                .metadata()
-                .map_err(StoreError::io("segment metadata"))?
-                .len();
-            run.report.segments += 1;
-            run.segment(&file, &path, ordinal, len, cp_size)?;
-            done += len;
-            progress(done, total);
+    let mut done = 0;
+    let last = listed.last().copied();
+    for (ordinal, stored) in listed {
+        let path = path_of((ordinal, stored));
+        let file =
+            File::open(&path).map_err(StoreError::io(format!("opening {}", path.display())))?;
+        let len = file
+            .metadata()
+            .map_err(StoreError::io("segment metadata"))?
+            .len();
+        run.report.segments += 1;
+        let is_last = Some((ordinal, stored)) == last;
+        if stored == Stored::Appended && !is_last {
+            run.report.unsealed += 1;
         }
-        run.report.bytes = total;
-        let found = match found {
-            Some(h) => Some(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?),
-            None => None,
+        let loaded = match stored {
+            Stored::Appended => run.appended(&file, &path, ordinal, len, is_last)?,
+            Stored::Sealed => run.sealed(&path, ordinal),
         };
-        run.finish(index, found, latest.map(|c| c.note), vkey)
-    })?;
+        if let Some((records, damage)) = loaded {
+            let first = records.first().map_or(run.frontier.size(), |r| r.seq);
+            let mut records = records;
+            run.check_segment(&mut records, cp_size)?;
+            if stored == Stored::Sealed && damage.is_none() {
+                run.check_segment_index(ordinal, first, &records)?;
+            }
+            if let Some(d) = damage {
+                run.problem(d);
+            }
+        }
+        done += len;
+        progress(done, total);
+    }
+    run.report.bytes = total;
+    run.finish(latest.map(|c| c.note), vkey)?;
+    run.report.root = run.frontier.root();
     Ok(run.report)
 }
 
@@ -131,51 +154,55 @@ struct Scanned {
     raw: RawRecord,
     /// Its place in the log (which the record's own `seq` should equal).
     seq: u64,
-    pos: Pos,
+    /// Offset in the segment as appended.
+    offset: u64,
     bad_checksum: bool,
+    /// In a sealed block that does not read: only its place in the log is known.
+    lost: bool,
     leaf: Hash,
-    /// Fast pass: the event id and the fingerprint of the index entries the record calls for,
-    /// or why its indexed fields do not read. `None` in the slow pass, which decodes fully.
-    summary: Option<Result<(uuid::Uuid, Digest), String>>,
+    /// The decoded record, or why it does not decode.
+    record: Option<Result<Record, String>>,
 }
 
 impl Scanned {
-    fn new(raw: RawRecord, seq: u64, pos: Pos, bad_checksum: bool) -> Scanned {
+    fn new(raw: RawRecord, seq: u64, offset: u64, bad_checksum: bool) -> Scanned {
         Scanned {
             raw,
             seq,
-            pos,
+            offset,
             bad_checksum,
+            lost: false,
             leaf: [0; 32],
-            summary: None,
+            record: None,
         }
     }
 
-    fn prepare(&mut self, fast: bool) {
-        self.leaf = leaf_hash(&self.raw.payload);
-        if fast {
-            self.summary = Some(
-                LeafSummary::from_bytes(&self.raw.payload)
-                    .map(|s| {
-                        let mut d = Digest::default();
-                        d.add_expected(&s.event, self.seq);
-                        (s.event.event_id, d)
-                    })
-                    .map_err(|e| e.to_string()),
-            );
+    fn prepare(&mut self) {
+        if self.lost {
+            return;
         }
+        self.leaf = leaf_hash(&self.raw.payload);
+        self.record = Some(Record::from_bytes(&self.raw.payload).map_err(|e| e.to_string()));
     }
 }
 
+/// A segment's records in log order, and the damage that ended it early.
+type Loaded = (Vec<Scanned>, Option<String>);
+
 struct Run<'a> {
-    reader: &'a IndexReader,
+    flat: &'a FlatFiles,
+    /// Leaf hashes the tree's node files hold.
+    stored_leaves: u64,
+    index_dir: &'a Path,
     report: FsckReport,
     frontier: Frontier,
-    cp_root: Option<veritrail_core::hash::Hash>,
-    /// Fingerprint of the index entries the records call for.
-    expected: Digest,
-    /// The slow pass: look up each record's entries instead of fingerprinting them.
-    name_index_damage: bool,
+    cp_root: Option<Hash>,
+    /// Producers' sequence state, replayed in log order (sealed indexes record it).
+    producers: std::collections::BTreeMap<String, crate::producers::ProducerStatus>,
+    /// The largest tree size a checkpoint recorded in the log commits to.
+    marked: u64,
+    /// The same, within the sealed segment being checked.
+    segment_marked: u64,
 }
 
 impl Run<'_> {
@@ -183,14 +210,15 @@ impl Run<'_> {
         self.report.problems.push(p);
     }
 
-    fn segment(
+    /// Cuts the records out of a segment as appended. `None` when its header does not read.
+    fn appended(
         &mut self,
         file: &File,
         path: &Path,
         ordinal: u32,
         len: u64,
-        cp_size: Option<u64>,
-    ) -> Result<(), StoreError> {
+        is_last: bool,
+    ) -> Result<Option<Loaded>, StoreError> {
         match segment::read_header(file, path, ordinal) {
             Ok(first) if first != self.frontier.size() => self.problem(format!(
                 "{}: starts at seq {first}, expected {}",
@@ -200,7 +228,7 @@ impl Run<'_> {
             Ok(_) => {}
             Err(e) => {
                 self.problem(e.to_string());
-                return Ok(());
+                return Ok(None);
             }
         }
         // One sequential read of the whole segment, then the records are cut from memory.
@@ -210,74 +238,156 @@ impl Run<'_> {
         let mut records = Vec::new();
         let mut offset = HEADER_LEN;
         let damage = loop {
+            let seq = self.frontier.size() + records.len() as u64;
             match segment::read_record(bytes.as_slice(), offset, len).map_err(io())? {
                 ReadOutcome::End => break None,
+                ReadOutcome::Record(raw, end) if raw.kind == RecordKind::Checkpoint => {
+                    self.marked = self.marked.max(raw.seq);
+                    offset = end;
+                }
                 ReadOutcome::Record(raw, end) => {
-                    let seq = self.frontier.size() + records.len() as u64;
-                    records.push(Scanned::new(raw, seq, Pos { ordinal, offset }, false));
+                    records.push(Scanned::new(raw, seq, offset, false));
+                    offset = end;
+                }
+                ReadOutcome::BadChecksum(raw, end) if raw.kind == RecordKind::Checkpoint => {
+                    self.problem(format!(
+                        "{} offset {offset}: a checkpoint marker's checksum fails (the events are not affected)",
+                        path.display()
+                    ));
                     offset = end;
                 }
                 ReadOutcome::BadChecksum(raw, end) => {
-                    let seq = self.frontier.size() + records.len() as u64;
-                    records.push(Scanned::new(raw, seq, Pos { ordinal, offset }, true));
+                    records.push(Scanned::new(raw, seq, offset, true));
                     offset = end;
                 }
-                ReadOutcome::Damaged(d) => break Some((offset, d)),
+                ReadOutcome::Damaged(d) => {
+                    let torn = is_last
+                        && match d {
+                            Damage::Incomplete => true,
+                            Damage::Zeroed => bytes[offset as usize..].iter().all(|b| *b == 0),
+                            Damage::Corrupt(_) => false,
+                        };
+                    if torn {
+                        self.report.needs_recovery.push(format!(
+                            "{} ends with an interrupted write at offset {offset} ({} bytes, never acknowledged): starting the server cuts it",
+                            path.display(),
+                            len - offset
+                        ));
+                        break None;
+                    }
+                    break Some(format!(
+                        "{} offset {offset} (after seq {}): {}; the rest of this segment cannot be read",
+                        path.display(),
+                        seq.wrapping_sub(1),
+                        describe(&d)
+                    ));
+                }
             }
         };
-        drop(bytes);
-        // The per-record work that needs no order (hashing, reading the indexed fields) is
-        // spread over the cores; the tree and the findings then follow log order.
-        let fast = !self.name_index_damage;
+        Ok(Some((records, damage)))
+    }
+
+    /// The records of a sealed segment, block by block. A block that does not read is one
+    /// finding naming its seqs; its records are carried as lost, so that the ones after it are
+    /// still checked. `None` when the file's header, footer or block index does not read.
+    fn sealed(&mut self, path: &Path, ordinal: u32) -> Option<Loaded> {
+        let seg = match SealedSegment::open(path, ordinal) {
+            Ok(seg) => seg,
+            Err(e) => {
+                self.problem(format!("{e}; its events cannot be checked"));
+                return None;
+            }
+        };
+        if seg.first_seq != self.frontier.size() {
+            self.problem(format!(
+                "{}: starts at seq {}, expected {}",
+                path.display(),
+                seg.first_seq,
+                self.frontier.size()
+            ));
+        }
+        let first = self.frontier.size();
+        let mut records: Vec<Scanned> = Vec::new();
+        self.segment_marked = 0;
+        for (k, block) in seg.blocks.iter().enumerate() {
+            match seg.read_block(k).and_then(|bytes| seg.records(k, &bytes)) {
+                Ok(cut) => {
+                    for (raw, offset) in cut {
+                        if raw.kind == RecordKind::Checkpoint {
+                            self.segment_marked = self.segment_marked.max(raw.seq);
+                            continue;
+                        }
+                        let seq = first + records.len() as u64;
+                        records.push(Scanned::new(raw, seq, offset, false));
+                    }
+                }
+                Err(e) => {
+                    self.problem(format!("{e}: these events cannot be read"));
+                    for _ in block.seqs() {
+                        let seq = first + records.len() as u64;
+                        let raw = RawRecord {
+                            kind: segment::RecordKind::Event,
+                            seq,
+                            payload: Vec::new(),
+                        };
+                        records.push(Scanned {
+                            lost: true,
+                            ..Scanned::new(raw, seq, block.raw_offset, false)
+                        });
+                    }
+                }
+            }
+        }
+        self.marked = self.marked.max(self.segment_marked);
+        Some((records, None))
+    }
+
+    /// Checks the records of one segment in log order.
+    fn check_segment(
+        &mut self,
+        records: &mut [Scanned],
+        cp_size: Option<u64>,
+    ) -> Result<(), StoreError> {
+        // The per-record work that needs no order (hashing, decoding) is spread over the cores;
+        // the tree and the findings then follow log order.
         let workers = std::thread::available_parallelism().map_or(1, usize::from);
         let chunk = records.len().div_ceil(workers).max(1);
         std::thread::scope(|s| {
             for part in records.chunks_mut(chunk) {
-                s.spawn(move || part.iter_mut().for_each(|r| r.prepare(fast)));
+                s.spawn(move || part.iter_mut().for_each(Scanned::prepare));
             }
         });
         let first = self.frontier.size();
-        let stored = self.reader.leaves(first, first + records.len() as u64)?;
-        for (r, (pos, leaf)) in records.iter().zip(stored) {
+        let end = first + records.len() as u64;
+        let stored = self
+            .flat
+            .leaf_range(first.min(self.stored_leaves), end.min(self.stored_leaves))
+            .map_err(StoreError::io("reading leaf hashes"))?;
+        for (i, r) in records.iter().enumerate() {
             if cp_size == Some(self.frontier.size()) && self.cp_root.is_none() {
                 self.cp_root = Some(self.frontier.root());
             }
-            self.record(r, pos, leaf)?;
+            self.record(r, stored.get(i).copied());
         }
         if cp_size == Some(self.frontier.size()) && self.cp_root.is_none() {
             self.cp_root = Some(self.frontier.root());
         }
-        if let Some((offset, d)) = damage {
-            self.problem(format!(
-                "{} offset {offset} (after seq {}): {}; the rest of this segment cannot be read",
-                path.display(),
-                self.frontier.size().wrapping_sub(1),
-                describe(&d)
-            ));
-        }
         Ok(())
     }
 
-    /// Checks one record against the index's position `stored_pos` and leaf hash `tree_leaf`.
-    fn record(
-        &mut self,
-        r: &Scanned,
-        stored_pos: Option<Pos>,
-        tree_leaf: Option<Hash>,
-    ) -> Result<(), StoreError> {
+    /// Checks one record against the tree's stored leaf hash `tree_leaf`.
+    fn record(&mut self, r: &Scanned, tree_leaf: Option<Hash>) {
         let seq = r.seq;
-        let full = match r.summary {
-            Some(_) => None,
-            None => Some(Record::from_bytes(&r.raw.payload)),
-        };
-        let id = match (&r.summary, &full) {
-            (Some(Ok((id, _))), _) => Some(*id),
-            (_, Some(Ok(rec))) => Some(rec.event.event_id),
-            _ => None,
-        };
-        let name = match id {
-            Some(id) => format!("seq {seq} (event {id})"),
-            None => format!("seq {seq}"),
+        self.report.events += 1;
+        if r.lost {
+            // Named once, with its block; the tree continues with the stored leaf.
+            self.frontier
+                .append(tree_leaf.unwrap_or_default(), |_, _, _| {});
+            return;
+        }
+        let name = match &r.record {
+            Some(Ok(rec)) => format!("seq {seq} (event {})", rec.event.event_id),
+            _ => format!("seq {seq}"),
         };
         if r.raw.seq != seq {
             self.problem(format!("{name}: the record says seq {}", r.raw.seq));
@@ -288,13 +398,13 @@ impl Run<'_> {
             ));
         } else if tree_leaf.is_some_and(|t| t != r.leaf) {
             self.problem(format!(
-                "{name}: the stored bytes do not match the leaf hash in the index: the event was altered \
-                 (if the checkpoint check below passes, the index is what is damaged: run `veritrail reindex`)"
+                "{name}: the stored bytes do not match the leaf hash in the tree's node files: the event was altered \
+                 (if the checkpoint check below passes, the node files are what is damaged: run `veritrail reindex`)"
             ));
         }
         // The log is the source of truth: continue the tree with the record's own hash, unless its
         // bytes are known bad, so that the checkpoint comparison judges the log itself. A record
-        // whose checksum fails continues with the index's leaf, so that one damaged event does
+        // whose checksum fails continues with the stored leaf, so that one damaged event does
         // not hide the state of every later one.
         let continue_with = if r.bad_checksum {
             tree_leaf.unwrap_or(r.leaf)
@@ -302,78 +412,96 @@ impl Run<'_> {
             r.leaf
         };
         self.frontier.append(continue_with, |_, _, _| {});
-        if stored_pos != Some(r.pos) {
-            self.problem(format!("{name}: the position index is wrong"));
+        match &r.record {
+            Some(Err(e)) if !r.bad_checksum => {
+                self.problem(format!("{name}: does not decode: {e}"))
+            }
+            Some(Ok(rec)) => {
+                track_producers(
+                    &mut self.producers,
+                    std::iter::once((&rec.event, rec.ingested_at.timestamp_micros())),
+                );
+            }
+            _ => {}
         }
-        let decode_error = match (&r.summary, &full) {
-            (Some(Err(e)), _) => Some(e.clone()),
-            (_, Some(Err(e))) => Some(e.to_string()),
-            _ => None,
-        };
-        match decode_error {
-            Some(e) if !r.bad_checksum => self.problem(format!("{name}: does not decode: {e}")),
-            Some(_) => {}
-            None => {
-                if let Some(Ok((_, digest))) = &r.summary {
-                    self.expected.merge(digest);
-                }
-                if let Some(Ok(rec)) = &full {
-                    self.check_index(&name, rec, seq)?;
-                }
+    }
+
+    /// Rebuilds the index of a sealed segment from its records and compares it with its file.
+    fn check_segment_index(
+        &mut self,
+        ordinal: u32,
+        first_seq: u64,
+        records: &[Scanned],
+    ) -> Result<(), StoreError> {
+        let mut entries = Entries::new(ordinal, first_seq);
+        entries.marked = self.segment_marked;
+        for r in records {
+            match &r.record {
+                Some(Ok(rec)) if !r.bad_checksum => entries.add(&rec.event, r.offset, r.leaf),
+                // Damage already reported: the index cannot be compared.
+                _ => return Ok(()),
             }
         }
-        self.report.events += 1;
+        let producers: Vec<_> = self.producers.values().cloned().collect();
+        let expected = seg_index::encode(&entries, &producers);
+        let path = self.index_dir.join(seg_index::file_name(ordinal));
+        match std::fs::read(&path) {
+            Ok(found) if found == expected => {}
+            Ok(_) => self.problem(format!(
+                "{}: the segment's index does not match its events; it is derived from the log: `veritrail reindex` rebuilds it",
+                path.display()
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.report.needs_recovery.push(format!(
+                    "{} is not written yet: starting the server writes it",
+                    path.display()
+                ))
+            }
+            Err(e) => return Err(StoreError::io(format!("reading {}", path.display()))(e)),
+        }
         Ok(())
     }
 
-    /// The slow pass, run only when the fingerprints disagree: look every entry up, to name it.
-    fn check_index(&mut self, name: &str, r: &Record, seq: u64) -> Result<(), StoreError> {
-        let e = &r.event;
-        if self.reader.seq_of(&e.event_id)? != Some(seq) {
-            self.problem(format!("{name}: the id index does not point at it"));
-        }
-        if !self.reader.has_entries_for(e, seq)? {
-            self.problem(format!("{name}: secondary index entries are missing"));
-        }
-        Ok(())
-    }
-
-    /// The checks of the whole: sizes, tree, index fingerprint (`found`, in the fast pass) and
-    /// the signed checkpoint.
-    fn finish(
-        &mut self,
-        index: &Index,
-        found: Option<Digest>,
-        note: Option<String>,
-        vkey: &NoteVerifier,
-    ) -> Result<(), StoreError> {
+    /// The checks of the whole: the tree's node files and the signed checkpoint.
+    fn finish(&mut self, note: Option<String>, vkey: &NoteVerifier) -> Result<(), StoreError> {
         let size = self.frontier.size();
         if self.report.checkpoint_size == Some(size) && self.cp_root.is_none() {
             self.cp_root = Some(self.frontier.root());
         }
-        let indexed = index.indexed_size()?;
-        if indexed != size {
-            self.problem(format!(
-                "the index covers {indexed} events, the log holds {size}; run `veritrail reindex`"
+        // Leaf hashes are written only once their event is durable: one past the log's end is an
+        // acknowledged event the log lost (startup refuses such a store).
+        if self.stored_leaves > size {
+            let extra = self
+                .flat
+                .leaf_range(size, self.stored_leaves)
+                .map_err(StoreError::io("reading leaf hashes"))?;
+            if let Some(k) = extra.iter().position(|h| *h != [0u8; 32]) {
+                self.problem(format!(
+                    "the log holds {size} events, but the tree's node files hold the leaf hash of seq {}, written only once that event was durable: acknowledged events are missing from the log",
+                    size + k as u64
+                ));
+            }
+        }
+        if self.stored_leaves < size {
+            self.report.needs_recovery.push(format!(
+                "the tree's node files hold {} of the {size} leaves (the server stopped without a clean shutdown): starting the server computes the rest",
+                self.stored_leaves
             ));
         } else if size > 0 {
-            let mut nodes = self.reader.nodes()?;
-            let stored = merkle::root(size, &mut nodes);
-            if stored.ok() != Some(self.frontier.root()) {
+            let flat = self.flat;
+            let mut nodes = |level: u32, index: u64| match flat.node(level, index) {
+                Ok(Some(h)) => Ok(h),
+                _ => Err(crate::index::NodeError::Missing { level, index }),
+            };
+            if merkle::root(size, &mut nodes).ok() != Some(self.frontier.root()) {
                 self.problem(
-                    "the tree nodes in the index do not match the log; run `veritrail reindex`"
-                        .into(),
+                    "the tree's node files do not match the log; run `veritrail reindex`".into(),
                 );
             }
         }
-        if let Some(found) = found {
-            if found != self.expected {
-                self.report.index_differs = true;
-                self.problem(format!(
-                    "the index's entries differ from what the log calls for ({} expected, {} found); run `veritrail reindex`",
-                    self.expected.entries, found.entries
-                ));
-            }
+        let history = self.report.checkpoint_size.unwrap_or(0);
+        if self.marked > history {
+            self.problem(history_removed(self.marked, self.report.checkpoint_size));
         }
         if let Some(note) = note {
             self.check_checkpoint(&note, vkey);
@@ -402,54 +530,5 @@ impl Run<'_> {
             )),
             Some(_) => {}
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::log::{LogConfig, TenantLog};
-    use serde_json::json;
-    use veritrail_core::event::Event;
-    use veritrail_core::note::NoteSigner;
-
-    #[test]
-    fn a_lost_index_entry_is_found_by_the_fingerprint_and_named_by_the_second_pass() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let events: Vec<Event> = (0..20)
-            .map(|i| {
-                let v = json!({"event_type": "t.x.y", "event_timestamp": format!("2025-01-01T00:00:{i:02}Z"),
-                    "event_category": "t", "event_action": "y", "event_outcome": "success"});
-                Event::from_json(&v, uuid::Uuid::now_v7).expect("valid")
-            })
-            .collect();
-        let victim = events[7].event_id;
-        {
-            let log = TenantLog::open(dir.path(), "t", LogConfig::default()).expect("open");
-            log.append(events)
-                .expect("queued")
-                .blocking_recv()
-                .expect("answered")
-                .expect("durable");
-        }
-        let vkey = NoteSigner::new("test", &[7; 32])
-            .expect("signer")
-            .verifier();
-        let clean = check(dir.path(), &vkey, |_, _| {}).expect("fsck runs");
-        assert!(clean.ok(), "{:?}", clean.problems);
-        {
-            let kv = fjall::Config::new(dir.path().join(crate::index::INDEX_DIR).join("kv"))
-                .open()
-                .expect("kv");
-            let ids = kv
-                .open_partition("ids", fjall::PartitionCreateOptions::default())
-                .expect("ids");
-            ids.remove(victim.as_bytes().to_vec()).expect("remove");
-            kv.persist(fjall::PersistMode::SyncAll).expect("persist");
-        }
-        let report = check(dir.path(), &vkey, |_, _| {}).expect("fsck runs");
-        assert!(report.index_differs);
-        let named = format!("seq 7 (event {victim}): the id index does not point at it");
-        assert!(report.problems.contains(&named), "{:?}", report.problems);
     }
 }

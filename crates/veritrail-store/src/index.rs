@@ -1,55 +1,45 @@
-//! Derived state: one fjall keyspace (an LSM tree per table) for lookups and secondary indexes,
-//! and fixed-width files for record positions and the Merkle tree's nodes.
+//! Derived state: an index per segment, and the Merkle tree's nodes.
 //!
-//! Everything here is *technically just a cache* of the log: `veritrail reindex` deletes it and
-//! rebuilds it from the segments, and startup replays whatever the index lost. Each group commit
-//! is one atomic fjall batch, written to fjall's journal without an fsync of its own: the log's
-//! fsync already made the events durable. Because a batch holds the new `indexed_size` together
-//! with the entries, the index is always a consistent prefix of the log.
+//! Every sealed segment has an immutable index file written once when it is sealed
+//! ([`crate::seg_index`]); the segment being appended to, and a full one until its file is
+//! written, are indexed in memory ([`crate::entries`]), and that index is rebuilt from the log at
+//! startup. There is no global index that every event writes into: an append adds a few entries in
+//! memory, and a lookup asks each segment, skipping those whose time range or filter rules it out.
 //!
-//! An LSM tree suits this write pattern: every event adds about a dozen keys spread over the key
-//! space (field values), which a B-tree pays for with page copies on every commit, and an LSM
-//! tree absorbs in its memtable.
+//! The tree's perfect nodes are in fixed-width files ([`crate::flat`]), written as the writer
+//! completes them and made durable at every segment rotation and at shutdown; `tree.meta`
+//! records how many leaves they cover durably, and startup recomputes the nodes of the leaves
+//! after that from the log.
 //!
-//! Positions and tree nodes are not in the LSM tree but in fixed-width files (see [`crate::flat`]),
-//! written before the batch that counts them commits.
-//!
-//! Key layouts (integers big-endian so that byte order is numeric order; times are µs since the
-//! epoch with the sign bit flipped so that negative times sort first):
-//!
-//! | table | key | value |
-//! |---|---|---|
-//! | `meta` | `"indexed_size"` | u64 |
-//! | `ids` | event id (16 bytes) | seq u64 |
-//! | `by_time` | time u64 ‖ seq u64 | empty |
-//! | `by_field` | field code u8 ‖ value length u32 ‖ value ‖ time u64 ‖ seq u64 | empty |
-//! | `types` | event type | count u64 |
-//! | `producers` | producer id | sequence state (JSON, see `producers.rs`) |
+//! Everything here is derived from the log: `veritrail reindex` deletes it and startup rebuilds
+//! it.
 
+use std::collections::{BTreeMap, BinaryHeap};
 use std::fs::File;
-use std::path::Path;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use fjall::{Config, Keyspace, PartitionCreateOptions, PartitionHandle, Snapshot};
 use uuid::Uuid;
 use veritrail_core::event::{Event, EventSummary};
 use veritrail_core::hash::Hash;
 use veritrail_core::query::{Filter, TypeMatch};
 
+use crate::entries::{Entries, ALL};
+use crate::error::StoreError;
 use crate::flat::FlatFiles;
+use crate::log::Head;
 use crate::producers::ProducerStatus;
+use crate::seg_index::SegmentIndex;
 
 /// Directory of the index inside a tenant directory (its lock file is `index.lock`).
 pub const INDEX_DIR: &str = "index";
 
-/// Meta key: number of leaves whose fixed-width entries were fsync'd.
-const SYNCED_SIZE: &[u8] = b"synced_size";
-/// The fixed-width files are fsync'd once per this many batches.
-const SYNC_FILES_EVERY: u32 = 256;
+/// File that records how many leaves the tree's node files hold durably.
+const TREE_META: &str = "tree.meta";
+const TREE_META_MAGIC: [u8; 8] = *b"VTTREE\0\x01";
 
-/// Meta key: number of leaves whose derived state is in this database.
-const INDEXED_SIZE: &[u8] = b"indexed_size";
-
-/// Fields with a secondary index, by their one-byte code in `by_field` keys. `event_type` is 0.
+/// Fields with a secondary index, by their one-byte code. `event_type` is 0.
 pub const INDEXED_FIELDS: [&str; 7] = [
     "event_type",
     "correlation_id",
@@ -60,30 +50,20 @@ pub const INDEXED_FIELDS: [&str; 7] = [
     "event_outcome",
 ];
 
-/// The index's error type.
-pub type IndexError = fjall::Error;
-
-/// Where a record sits: segment ordinal and byte offset, packed as `ordinal << 40 | offset`.
+/// Where a record sits in a segment as appended: segment ordinal and byte offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pos {
     pub ordinal: u32,
     pub offset: u64,
 }
 
-impl Pos {
-    const OFFSET_BITS: u32 = 40;
-
-    fn pack(self) -> u64 {
-        debug_assert!(self.offset < 1 << Self::OFFSET_BITS);
-        (u64::from(self.ordinal) << Self::OFFSET_BITS) | self.offset
-    }
-
-    fn unpack(v: u64) -> Pos {
-        Pos {
-            ordinal: (v >> Self::OFFSET_BITS) as u32,
-            offset: v & ((1 << Self::OFFSET_BITS) - 1),
-        }
-    }
+/// Where the record of a seq is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    /// At this position of a segment (as appended, or sealed since).
+    At(Pos),
+    /// In this sealed segment, found by seq through its block index.
+    Sealed(u32),
 }
 
 /// A position in result order: event time (µs since the epoch), then log sequence.
@@ -96,15 +76,11 @@ pub struct LeafEntry<'a> {
     pub event: &'a Event,
     /// When the server recorded the event, µs since the epoch.
     pub ingested_at_us: i64,
+    pub leaf: Hash,
 }
 
-/// The sort key of an event.
-pub fn sort_key(e: &impl Indexed, seq: u64) -> SortKey {
-    (e.time_us(), seq)
-}
-
-/// What the index keeps of an event: the typed [`Event`] at ingest, the [`EventSummary`] a
-/// whole-log check reads from stored bytes.
+/// What the index keeps of an event: the typed [`Event`] at ingest, the [`EventSummary`] read
+/// back from stored bytes.
 pub trait Indexed {
     fn id(&self) -> Uuid;
     /// Event time, µs since the epoch.
@@ -138,110 +114,56 @@ impl Indexed for EventSummary<'_> {
     }
 }
 
-/// The tables.
-#[derive(Clone)]
-struct Tables {
-    meta: PartitionHandle,
-    ids: PartitionHandle,
-    by_time: PartitionHandle,
-    by_field: PartitionHandle,
-    types: PartitionHandle,
-    producers: PartitionHandle,
+/// The postings a query walks: every event, one value of a field, or the values with a prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selector {
+    All,
+    Exact(u8, String),
+    Prefix(u8, String),
 }
 
-/// The derived-state database. Holds an exclusive lock on `<path>.lock` while open, so that a
-/// second process (a server, `reindex`, `fsck`) cannot use the same index at once.
-pub struct Index {
-    keyspace: Keyspace,
-    tables: Tables,
-    flat: FlatFiles,
-    /// Batches applied since opening, for the periodic sync of the fixed-width files.
-    applies: std::sync::atomic::AtomicU32,
-    _lock: File,
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> u64 {
-    let mut b = [0u8; 8];
-    if let Some(s) = bytes.get(at..at + 8) {
-        b.copy_from_slice(s);
-    }
-    u64::from_be_bytes(b)
-}
-
-/// Time as an order-preserving unsigned integer.
-fn time_key(ts: i64) -> u64 {
-    (ts as u64) ^ (1 << 63)
-}
-
-fn time_from_key(k: u64) -> i64 {
-    (k ^ (1 << 63)) as i64
-}
-
-fn sort_bytes((ts, seq): SortKey) -> [u8; 16] {
-    let mut b = [0u8; 16];
-    b[..8].copy_from_slice(&time_key(ts).to_be_bytes());
-    b[8..].copy_from_slice(&seq.to_be_bytes());
-    b
-}
-
-fn sort_from_tail(key: &[u8]) -> SortKey {
-    let n = key.len().saturating_sub(16);
-    (time_from_key(u64_at(key, n)), u64_at(key, n + 8))
-}
-
-/// Appends the `by_field` key prefix of one field value to `k`.
-fn push_field_prefix(k: &mut Vec<u8>, code: u8, value: &str) {
-    k.push(code);
-    k.extend_from_slice(&(value.len() as u32).to_be_bytes());
-    k.extend_from_slice(value.as_bytes());
-}
-
-/// `by_field` key prefix for one field value.
-fn field_prefix(code: u8, value: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(value.len() + 21);
-    push_field_prefix(&mut k, code, value);
-    k
-}
-
-/// Files one tenant's index database keeps open at most.
-pub const MAX_OPEN_INDEX_FILES: usize = 128;
-
-/// A damaged journal or table of the index database, named with its place and its remedy: the
-/// index is only derived state.
-fn name_damage(kv: &Path, e: fjall::Error) -> fjall::Error {
-    match e {
-        fjall::Error::JournalRecovery(_) | fjall::Error::Decode(_) => {
-            fjall::Error::Io(std::io::Error::other(format!(
-                "the index database in {} is damaged ({e:?}); it is derived from the log: with the server stopped, `veritrail reindex --data-dir <data dir>` rebuilds it",
-                kv.display()
-            )))
+impl Selector {
+    /// True when the selector picks term `(code, value)`.
+    pub fn matches(&self, code: u8, value: &str) -> bool {
+        match self {
+            Selector::All => code == ALL,
+            Selector::Exact(c, v) => *c == code && v == value,
+            Selector::Prefix(c, p) => *c == code && value.starts_with(p.as_str()),
         }
-        other => other,
+    }
+
+    /// The one term the selector picks, unless it picks by prefix.
+    pub fn exact(&self) -> Option<crate::entries::Term> {
+        match self {
+            Selector::All => Some((ALL, "".into())),
+            Selector::Exact(c, v) => Some((*c, v.as_str().into())),
+            Selector::Prefix(..) => None,
+        }
+    }
+
+    /// The postings that drive `filter`: a field that usually picks out few events if the filter
+    /// names one, else the event type, else a field whole classes of events share (one producer,
+    /// such as the Kubernaut API, may have written most of the log; three outcomes, one of which
+    /// every audited read adds to), else every event.
+    pub fn for_filter(filter: &Filter) -> Selector {
+        let field = |names: &[&str]| {
+            names.iter().find_map(|name| {
+                let code = INDEXED_FIELDS.iter().position(|f| f == name)?;
+                Some(Selector::Exact(code as u8, filter.exact(name)?.to_string()))
+            })
+        };
+        if let Some(s) = field(&["correlation_id", "resource_id", "actor_id", "namespace"]) {
+            return s;
+        }
+        match &filter.event_type {
+            Some(TypeMatch::Exact(t)) => Selector::Exact(0, t.clone()),
+            Some(TypeMatch::Prefix(p)) => Selector::Prefix(0, p.clone()),
+            None => field(&["producer_id", "event_outcome"]).unwrap_or(Selector::All),
+        }
     }
 }
 
-/// Opens the LSM keyspace (in `<path>/kv`) and its tables.
-fn open_keyspace(path: &Path) -> Result<(Keyspace, Tables), IndexError> {
-    let kv = path.join("kv");
-    // fjall keeps up to 900 files open by default, per tenant: bound it, so that tenants and
-    // connections share the process's file limit predictably.
-    let keyspace = Config::new(&kv)
-        .max_open_files(MAX_OPEN_INDEX_FILES)
-        .open()
-        .map_err(|e| name_damage(&kv, e))?;
-    let open = |name: &str| keyspace.open_partition(name, PartitionCreateOptions::default());
-    let tables = Tables {
-        meta: open("meta")?,
-        ids: open("ids")?,
-        by_time: open("by_time")?,
-        by_field: open("by_field")?,
-        types: open("types")?,
-        producers: open("producers")?,
-    };
-    Ok((keyspace, tables))
-}
-
-/// True when the index that drives `filter`'s scan implies all of its conditions (one indexed
+/// True when the postings that drive `filter`'s scan imply all of its conditions (one indexed
 /// exact field or an event type, plus the time range that bounds the scan), so that matching
 /// candidates need no further check.
 pub fn covers(filter: &Filter) -> bool {
@@ -256,291 +178,481 @@ pub fn covers(filter: &Filter) -> bool {
 
 /// Takes the exclusive lock of the index at `path` (the file `<path>.lock`), without opening the
 /// index itself: `reindex` needs the lock even when the index is too damaged to open.
-pub fn lock(path: &Path) -> Result<File, IndexError> {
+pub fn lock(path: &Path) -> Result<File, StoreError> {
     let lock_path = path.with_extension("lock");
     let file = File::options()
         .create(true)
         .truncate(false)
         .write(true)
-        .open(&lock_path)?;
+        .open(&lock_path)
+        .map_err(StoreError::io(format!("opening {}", lock_path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(fjall::Error::Io(std::io::Error::other(format!(
-                "{} is in use by another process (is a server running on this data directory?)",
-                path.display()
-            ))))
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(fjall::Error::Io(e)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse(format!(
+            "{} is in use by another process (is a server running on this data directory?)",
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(StoreError::io(format!(
+            "locking {}",
+            lock_path.display()
+        ))(e)),
     }
 }
 
+/// One segment's index as readers see it.
+#[derive(Clone)]
+pub(crate) enum View {
+    Sealed(Arc<SegmentIndex>),
+    /// In memory: the segment being appended to, or a full one until its file is written.
+    Open(Arc<RwLock<Entries>>),
+}
+
+fn read_entries(e: &RwLock<Entries>) -> RwLockReadGuard<'_, Entries> {
+    // Entries are only ever added whole under the write lock; a panic cannot leave half of one.
+    e.read().unwrap_or_else(|p| p.into_inner())
+}
+
+impl View {
+    fn first_seq(&self) -> u64 {
+        match self {
+            View::Sealed(s) => s.first_seq,
+            View::Open(e) => read_entries(e).first_seq,
+        }
+    }
+
+    fn ordinal(&self) -> u32 {
+        match self {
+            View::Sealed(s) => s.ordinal,
+            View::Open(e) => read_entries(e).ordinal,
+        }
+    }
+
+    /// Earliest and latest event time; `min > max` when empty.
+    fn times(&self) -> (i64, i64) {
+        match self {
+            View::Sealed(s) => (s.min_time, s.max_time),
+            View::Open(e) => read_entries(e).time_range(),
+        }
+    }
+}
+
+/// The mutable part of the index.
+struct State {
+    /// Every segment's index in log order; the last is the segment being appended to.
+    views: Vec<View>,
+    /// Every producer's sequence state.
+    producers: Arc<BTreeMap<String, ProducerStatus>>,
+    /// Leaves indexed.
+    size: u64,
+    /// The root of the tree of those leaves, as the writer (or recovery) computed it.
+    root: Hash,
+}
+
+/// One tenant's derived state. Holds an exclusive lock on `<path>.lock` while open, so that a
+/// second process (a server, `reindex`, `fsck`) cannot use the same index at once.
+pub struct Index {
+    dir: PathBuf,
+    flat: FlatFiles,
+    /// Leaves whose tree nodes were durable when the index was opened.
+    synced: u64,
+    /// Tree nodes not written to their files yet (see [`Index::put_nodes`]).
+    unwritten: Arc<RwLock<std::collections::HashMap<(u32, u64), Hash>>>,
+    state: RwLock<State>,
+    _lock: File,
+}
+
+/// Reads `tree.meta`: the leaves whose nodes are durable (0 when absent or unreadable).
+fn read_tree_meta(dir: &Path) -> u64 {
+    let Ok(b) = std::fs::read(dir.join(TREE_META)) else {
+        return 0;
+    };
+    if b.len() != 20 || b[..8] != TREE_META_MAGIC {
+        return 0;
+    }
+    let mut size = [0u8; 8];
+    size.copy_from_slice(&b[8..16]);
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&b[16..20]);
+    if crc32c::crc32c(&b[..16]) != u32::from_le_bytes(crc) {
+        return 0;
+    }
+    u64::from_le_bytes(size)
+}
+
+fn write_tree_meta(dir: &Path, size: u64) -> std::io::Result<()> {
+    let mut b = Vec::with_capacity(20);
+    b.extend_from_slice(&TREE_META_MAGIC);
+    b.extend_from_slice(&size.to_le_bytes());
+    b.extend_from_slice(&crc32c::crc32c(&b).to_le_bytes());
+    let temp = dir.join("tree.meta.tmp");
+    let mut f = File::create(&temp)?;
+    f.write_all(&b)?;
+    f.sync_data()?;
+    std::fs::rename(&temp, dir.join(TREE_META))?;
+    File::open(dir)?.sync_all()
+}
+
+fn poisoned() -> StoreError {
+    StoreError::Failed("the index lock was poisoned by a panic".into())
+}
+
 impl Index {
-    /// Opens (or creates) the index at `path`, taking its lock.
-    pub fn open(path: &Path) -> Result<Index, IndexError> {
-        Index::open_with(path, true)
-    }
-
-    /// Opens the index for checking: derived files behind the index are an error, not a reason to
-    /// rebuild (`fsck` reports; `reindex` repairs).
-    pub fn open_for_check(path: &Path) -> Result<Index, IndexError> {
-        Index::open_with(path, false)
-    }
-
-    fn open_with(path: &Path, rebuild: bool) -> Result<Index, IndexError> {
+    /// Opens (or creates) the index at `path`, taking its lock. An index in the layout of an
+    /// older version is removed: it is rebuilt from the log.
+    pub fn open(path: &Path) -> Result<Index, StoreError> {
         let lock = lock(path)?;
-        std::fs::create_dir_all(path)?;
-        let (keyspace, tables) = open_keyspace(path)?;
-        let meta = |key: &[u8]| -> Result<u64, IndexError> {
-            Ok(tables.meta.get(key)?.map_or(0, |v| u64_at(&v, 0)))
-        };
-        let (size, synced) = (meta(INDEXED_SIZE)?, meta(SYNCED_SIZE)?);
-        if let Some(flat) = FlatFiles::open(path, size)? {
-            if flat.written(synced.min(size), size)? {
-                return Ok(Index {
-                    keyspace,
-                    tables,
-                    flat,
-                    applies: 0.into(),
-                    _lock: lock,
-                });
+        let io = |what: &str| StoreError::io(format!("{what} {}", path.display()));
+        if path.join("kv").exists() {
+            tracing::warn!(path = %path.display(), "the index is in the layout of an older version; rebuilding it from the log");
+            std::fs::remove_dir_all(path).map_err(io("removing"))?;
+        }
+        std::fs::create_dir_all(path).map_err(io("creating"))?;
+        let mut synced = read_tree_meta(path);
+        let flat = match FlatFiles::open(path, synced).map_err(io("opening the tree files in"))? {
+            Some(flat) => flat,
+            None => {
+                // The node files lost writes the meta file counted (a machine crash between their
+                // write-backs): start them afresh; recovery recomputes them from the log.
+                tracing::warn!(path = %path.display(), "the tree's node files are behind; recomputing them from the log");
+                synced = 0;
+                FlatFiles::open(path, 0)
+                    .map_err(io("opening the tree files in"))?
+                    .ok_or_else(|| StoreError::Damaged("new tree files are inconsistent".into()))?
             }
-        }
-        if !rebuild {
-            return Err(std::io::Error::other(format!(
-                "the derived files in {} are behind the index (a machine crash?); run `veritrail reindex`",
-                path.display()
-            ))
-            .into());
-        }
-        // The fixed-width files lost writes the LSM tree kept (a machine crash between their
-        // write-backs): start the derived state afresh; recovery replays the whole log.
-        tracing::warn!(path = %path.display(), "derived files are behind the index; rebuilding the index from the log");
-        drop((keyspace, tables));
-        std::fs::remove_dir_all(path)?;
-        std::fs::create_dir_all(path)?;
-        let (keyspace, tables) = open_keyspace(path)?;
-        let flat = FlatFiles::open(path, 0)?
-            .ok_or_else(|| std::io::Error::other("new derived files are inconsistent"))?;
+        };
         Ok(Index {
-            keyspace,
-            tables,
+            dir: path.to_path_buf(),
             flat,
-            applies: 0.into(),
+            synced,
+            unwritten: Arc::default(),
+            state: RwLock::new(State {
+                views: Vec::new(),
+                producers: Arc::default(),
+                size: 0,
+                root: veritrail_core::hash::empty_root(),
+            }),
             _lock: lock,
         })
     }
 
-    /// How many leaves the database covers.
-    pub fn indexed_size(&self) -> Result<u64, IndexError> {
-        Ok(self
-            .tables
-            .meta
-            .get(INDEXED_SIZE)?
-            .map_or(0, |v| u64_at(&v, 0)))
+    /// The index directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
-    /// Adds the derived entries of consecutive leaves and the tree nodes they completed, in one
-    /// atomic batch. `durable` asks for an fsync of fjall's journal. Returns how many events the
-    /// producers' sequence numbers show as newly missing.
+    /// Leaves whose tree nodes were durable when the index was opened: recovery recomputes the
+    /// nodes of the rest.
+    pub fn synced(&self) -> u64 {
+        self.synced
+    }
+
+    /// Leaves indexed.
+    pub fn size(&self) -> u64 {
+        self.state.read().map_or(0, |s| s.size)
+    }
+
+    /// The leaf hash the node files hold for `seq`, if any (a zero entry was never written).
+    pub(crate) fn stored_leaf(&self, seq: u64) -> Result<Option<Hash>, StoreError> {
+        let leaves = self
+            .flat
+            .leaves()
+            .map_err(StoreError::io("reading the tree files"))?;
+        if seq >= leaves {
+            return Ok(None);
+        }
+        let leaf = self
+            .flat
+            .node(0, seq)
+            .map_err(StoreError::io("reading the tree files"))?;
+        Ok(leaf.filter(|h| *h != [0u8; 32]))
+    }
+
+    /// Leaf hashes the node files hold.
+    pub(crate) fn stored_leaves(&self) -> Result<u64, StoreError> {
+        self.flat
+            .leaves()
+            .map_err(StoreError::io("reading the tree files"))
+    }
+
+    /// Cuts the node files to a tree of `size` leaves.
+    pub(crate) fn cut_tree(&self, size: u64) -> Result<(), StoreError> {
+        self.flat
+            .cut(size)
+            .map_err(StoreError::io("cutting the tree files"))
+    }
+
+    /// Installs what recovery rebuilt: every segment's index (the last one open for appends),
+    /// the producers' state and the size.
+    pub(crate) fn load(
+        &self,
+        views: Vec<View>,
+        producers: BTreeMap<String, ProducerStatus>,
+        head: Head,
+    ) -> Result<(), StoreError> {
+        let mut s = self.state.write().map_err(|_| poisoned())?;
+        *s = State {
+            views,
+            producers: Arc::new(producers),
+            size: head.size,
+            root: head.root,
+        };
+        Ok(())
+    }
+
+    /// Writes the tree nodes `nodes` (level, index, hash), after any an earlier call could not
+    /// write. Nodes that cannot be written now (a full disk) are kept in memory, where readers
+    /// find them, and written by a later call.
+    pub(crate) fn put_nodes(&self, nodes: &[(u32, u64, Hash)]) -> Result<(), StoreError> {
+        let mut unwritten = self.unwritten.write().map_err(|_| poisoned())?;
+        let earlier: Vec<_> = unwritten.iter().map(|(&(l, i), h)| (l, i, *h)).collect();
+        for &(level, index, hash) in earlier.iter().chain(nodes) {
+            if let Err(e) = self.flat.put_node(level, index, &hash) {
+                unwritten.extend(nodes.iter().map(|&(l, i, h)| ((l, i), h)));
+                return Err(StoreError::Unwritable(format!("writing a tree node: {e}")));
+            }
+            unwritten.remove(&(level, index));
+        }
+        Ok(())
+    }
+
+    /// Adds the entries of consecutive leaves (all in the segment being appended to) and the tree
+    /// nodes they completed. Returns how many events the producers' sequence numbers show as
+    /// newly missing.
     pub fn apply(
         &self,
         leaves: &[LeafEntry<'_>],
         nodes: &[(u32, u64, Hash)],
-        new_size: u64,
-        durable: bool,
-    ) -> Result<u64, IndexError> {
-        let t = &self.tables;
-        let mut batch = self.keyspace.batch();
-        // Distinct event types of this batch, counted once per batch rather than per event.
-        let mut new_types: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
-        // Keys are built in one reused buffer and handed over as slices: fjall copies them once
-        // into its own storage, so an owned `Vec` per key would be a second allocation.
-        let mut key = Vec::with_capacity(128);
-        for leaf in leaves {
-            let e = leaf.event;
-            let sort = sort_bytes(sort_key(e, leaf.seq));
-            batch.insert(
-                &t.ids,
-                &e.event_id.as_bytes()[..],
-                &leaf.seq.to_be_bytes()[..],
-            );
-            self.flat.put_pos(leaf.seq, leaf.pos.pack())?;
-            batch.insert(&t.by_time, &sort[..], &[][..]);
-            for (code, name) in INDEXED_FIELDS.iter().enumerate() {
-                if let Some(v) = e.field(name) {
-                    key.clear();
-                    push_field_prefix(&mut key, code as u8, v);
-                    key.extend_from_slice(&sort);
-                    batch.insert(&t.by_field, &key[..], &[][..]);
-                }
+        head: Head,
+    ) -> Result<u64, StoreError> {
+        // The events are durable: the index takes them whether or not their nodes can be written
+        // now (they wait in memory if not), so that what was acknowledged is served.
+        let written = self.put_nodes(nodes);
+        let mut s = self.state.write().map_err(|_| poisoned())?;
+        let Some(View::Open(active)) = s.views.last().cloned() else {
+            return Err(StoreError::Failed("the index has no open segment".into()));
+        };
+        {
+            let mut active = active.write().map_err(|_| poisoned())?;
+            for leaf in leaves {
+                debug_assert_eq!(leaf.pos.ordinal, active.ordinal);
+                debug_assert_eq!(leaf.seq, active.end());
+                active.add(leaf.event, leaf.pos.offset, leaf.leaf);
             }
-            *new_types.entry(e.event_type.as_str()).or_insert(0) += 1;
         }
-        for (ty, n) in new_types {
-            let count = t.types.get(ty)?.map_or(0, |v| u64_at(&v, 0));
-            batch.insert(
-                &t.types,
-                ty.as_bytes().to_vec(),
-                (count + n).to_be_bytes().to_vec(),
-            );
-        }
-        for (level, index, hash) in nodes {
-            self.flat.put_node(*level, *index, hash)?;
-        }
-        batch.insert(
-            &t.meta,
-            INDEXED_SIZE.to_vec(),
-            new_size.to_be_bytes().to_vec(),
+        let producers = Arc::make_mut(&mut s.producers);
+        let newly_missing = track_producers(
+            producers,
+            leaves.iter().map(|l| (l.event, l.ingested_at_us)),
         );
-        let newly_missing = self.track_producers(leaves, &mut batch)?;
-        // Now and then make the fixed-width files durable and say how far: after a machine crash
-        // only the entries past that point can have been lost, and `open` checks just those.
-        let n = self
-            .applies
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if durable || n.is_multiple_of(SYNC_FILES_EVERY) {
-            self.flat.sync()?;
-            batch.insert(
-                &t.meta,
-                SYNCED_SIZE.to_vec(),
-                new_size.to_be_bytes().to_vec(),
-            );
-        }
-        batch.commit()?;
-        if durable {
-            self.sync()?;
-        }
-        Ok(newly_missing)
+        (s.size, s.root) = (head.size, head.root);
+        written.map(|()| newly_missing)
     }
 
-    /// Updates the producers' sequence state for `leaves` (in log order) into `batch`.
-    fn track_producers(
+    /// Notes that the segment being appended to records a checkpoint of `size` leaves.
+    pub(crate) fn mark(&self, size: u64) -> Result<(), StoreError> {
+        let s = self.state.read().map_err(|_| poisoned())?;
+        if let Some(View::Open(active)) = s.views.last() {
+            let mut a = active.write().map_err(|_| poisoned())?;
+            a.marked = a.marked.max(size);
+        }
+        Ok(())
+    }
+
+    /// Starts the index of segment `ordinal` (whose first seq is `first_seq`). Returns the full
+    /// segment's entries and the producers' state at its end, for its sealed index.
+    pub(crate) fn rotate(
         &self,
-        leaves: &[LeafEntry<'_>],
-        batch: &mut fjall::Batch,
-    ) -> Result<u64, IndexError> {
-        let mut states: std::collections::HashMap<&str, ProducerStatus> =
-            std::collections::HashMap::new();
-        let mut newly_missing = 0;
-        for leaf in leaves {
-            let e = leaf.event;
-            let (Some(id), Some(seq)) = (e.producer_id.as_deref(), e.producer_seq) else {
-                continue;
-            };
-            let at = leaf.ingested_at_us;
-            if !states.contains_key(id) {
-                let stored = self
-                    .tables
-                    .producers
-                    .get(id)?
-                    .and_then(|v| ProducerStatus::from_bytes(id, &v));
-                match stored {
-                    Some(p) => states.insert(id, p),
-                    None => {
-                        states.insert(id, ProducerStatus::first(id, seq, at));
-                        continue;
-                    }
-                };
-            }
-            if let Some(p) = states.get_mut(id) {
-                newly_missing += p.observe(seq, at);
-            }
-        }
-        for (id, p) in states {
-            batch.insert(&self.tables.producers, id.as_bytes().to_vec(), p.to_bytes());
-        }
-        Ok(newly_missing)
+        ordinal: u32,
+        first_seq: u64,
+    ) -> Result<(Arc<RwLock<Entries>>, Vec<ProducerStatus>), StoreError> {
+        let mut s = self.state.write().map_err(|_| poisoned())?;
+        let Some(View::Open(full)) = s.views.last().cloned() else {
+            return Err(StoreError::Failed("the index has no open segment".into()));
+        };
+        s.views.push(View::Open(Arc::new(RwLock::new(Entries::new(
+            ordinal, first_seq,
+        )))));
+        Ok((full, s.producers.values().cloned().collect()))
     }
 
-    /// Makes everything applied so far durable.
-    pub fn sync(&self) -> Result<(), IndexError> {
-        self.flat.sync()?;
-        let size = self.indexed_size()?;
-        self.tables.meta.insert(SYNCED_SIZE, size.to_be_bytes())?;
-        self.keyspace.persist(fjall::PersistMode::SyncAll)
+    /// Full segments whose sealed index is not written yet (the sealer's backlog).
+    pub(crate) fn unsealed(&self) -> usize {
+        self.state.read().map_or(0, |s| {
+            let open = s
+                .views
+                .iter()
+                .filter(|v| matches!(v, View::Open(_)))
+                .count();
+            open.saturating_sub(1)
+        })
+    }
+
+    /// Serves the sealed index of a segment instead of its entries in memory.
+    pub(crate) fn install(&self, sealed: Arc<SegmentIndex>) -> Result<(), StoreError> {
+        let mut s = self.state.write().map_err(|_| poisoned())?;
+        if let Some(v) = s.views.iter_mut().find(|v| v.ordinal() == sealed.ordinal) {
+            *v = View::Sealed(sealed);
+        }
+        Ok(())
+    }
+
+    /// Makes the tree nodes written so far durable, and records how far.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        self.put_nodes(&[])?;
+        let size = self.size();
+        self.flat
+            .sync()
+            .and_then(|()| write_tree_meta(&self.dir, size))
+            .map_err(StoreError::io(format!(
+                "syncing the tree files in {}",
+                self.dir.display()
+            )))
+    }
+
+    /// The tree of the first `size` leaves, from the node files.
+    pub(crate) fn frontier(
+        &self,
+        size: u64,
+    ) -> Result<veritrail_core::merkle::Frontier, StoreError> {
+        let mut get = |level: u32, index: u64| match self.flat.node(level, index) {
+            Ok(Some(h)) => Ok(h),
+            Ok(None) => Err(NodeError::Missing { level, index }),
+            Err(e) => Err(NodeError::Io(e)),
+        };
+        Ok(veritrail_core::merkle::Frontier::from_nodes(
+            size, &mut get,
+        )?)
     }
 
     /// A consistent read view.
-    pub fn reader(&self) -> Result<IndexReader, IndexError> {
-        let instant = self.keyspace.instant();
-        let t = &self.tables;
-        let size = t
-            .meta
-            .snapshot_at(instant)
-            .get(INDEXED_SIZE)?
-            .map_or(0, |v| u64_at(&v, 0));
+    pub fn reader(&self) -> Result<IndexReader, StoreError> {
+        let s = self.state.read().map_err(|_| poisoned())?;
         Ok(IndexReader {
-            size,
+            size: s.size,
+            root: s.root,
             flat: self.flat.clone(),
-            ids: t.ids.snapshot_at(instant),
-            by_time: t.by_time.snapshot_at(instant),
-            by_field: t.by_field.snapshot_at(instant),
-            types: t.types.snapshot_at(instant),
-            producers: t.producers.snapshot_at(instant),
+            unwritten: self.unwritten.clone(),
+            views: s.views.clone(),
+            producers: s.producers.clone(),
         })
     }
 }
 
-/// What the index holds of one leaf: its record's position and its hash.
-pub type StoredLeaf = (Option<Pos>, Option<Hash>);
+/// Updates the producers' sequence state for events in log order (with their `ingested_at`).
+/// Returns how many events newly went missing.
+pub(crate) fn track_producers<'a, E: 'a + std::borrow::Borrow<Event>>(
+    producers: &mut BTreeMap<String, ProducerStatus>,
+    events: impl Iterator<Item = (&'a E, i64)>,
+) -> u64 {
+    let mut newly_missing = 0;
+    for (e, at) in events {
+        let e = e.borrow();
+        let (Some(id), Some(seq)) = (e.producer_id.as_deref(), e.producer_seq) else {
+            continue;
+        };
+        match producers.get_mut(id) {
+            Some(p) => newly_missing += p.observe(seq, at),
+            None => {
+                producers.insert(id.to_string(), ProducerStatus::first(id, seq, at));
+            }
+        }
+    }
+    newly_missing
+}
 
-/// A snapshot of the derived state.
+/// A snapshot of the derived state: it sees the first `size` leaves.
 pub struct IndexReader {
-    /// Leaves the snapshot covers: only positions and nodes within it are read.
     size: u64,
+    root: Hash,
     flat: FlatFiles,
-    ids: Snapshot,
-    by_time: Snapshot,
-    by_field: Snapshot,
-    types: Snapshot,
-    producers: Snapshot,
+    unwritten: Arc<RwLock<std::collections::HashMap<(u32, u64), Hash>>>,
+    views: Vec<View>,
+    producers: Arc<BTreeMap<String, ProducerStatus>>,
 }
 
-/// Which index drives a query.
-enum Driver {
-    Time,
-    Field(u8, Vec<String>),
+/// One segment's candidates during a merge, and the next one to hand out.
+struct Run {
+    keys: Vec<SortKey>,
+    next: usize,
 }
-
-type KeyStream = Box<dyn Iterator<Item = Result<SortKey, IndexError>>>;
 
 impl IndexReader {
-    /// The sequence number of an event id.
-    pub fn seq_of(&self, id: &Uuid) -> Result<Option<u64>, IndexError> {
-        Ok(self.ids.get(id.as_bytes())?.map(|v| u64_at(&v, 0)))
+    /// Leaves the snapshot covers.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 
-    /// Where the record `seq` is stored.
-    pub fn position(&self, seq: u64) -> Result<Option<Pos>, IndexError> {
-        if seq >= self.size {
-            return Ok(None);
+    /// The tree head the snapshot covers, as this process computed it.
+    pub fn head(&self) -> Head {
+        Head {
+            size: self.size,
+            root: self.root,
         }
-        // Ordinals start at 1, so a zero entry is one that was never written.
-        let packed = self.flat.pos(seq)?;
-        Ok((packed != 0).then(|| Pos::unpack(packed)))
     }
 
-    /// Positions and leaf hashes of leaves `[from, to)`, read in bulk; `None` for leaves the
-    /// snapshot does not cover or entries never written.
-    pub fn leaves(&self, from: u64, to: u64) -> Result<Vec<StoredLeaf>, IndexError> {
+    /// Seqs whose event may be `id`, newest segment first: the caller confirms on the record.
+    pub fn id_candidates(&self, id: &Uuid) -> Result<Vec<u64>, StoreError> {
+        let mut out = Vec::new();
+        for v in self.views.iter().rev() {
+            match v {
+                View::Open(e) => out.extend(read_entries(e).seq_of(id, self.size)),
+                View::Sealed(s) => {
+                    out.extend(s.id_candidates(id)?.into_iter().filter(|q| *q < self.size))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The leaf hash of `seq` this process computed itself, when `seq` is in an open segment.
+    pub(crate) fn trusted_leaf(&self, seq: u64) -> Option<Hash> {
+        let k = self
+            .views
+            .partition_point(|v| v.first_seq() <= seq)
+            .checked_sub(1)?;
+        match &self.views[k] {
+            View::Open(e) => read_entries(e).leaf(seq, self.size),
+            View::Sealed(_) => None,
+        }
+    }
+
+    /// Where the record of `seq` is found.
+    pub fn place(&self, seq: u64) -> Option<Place> {
+        if seq >= self.size {
+            return None;
+        }
+        let k = self
+            .views
+            .partition_point(|v| v.first_seq() <= seq)
+            .checked_sub(1)?;
+        match &self.views[k] {
+            View::Sealed(s) => Some(Place::Sealed(s.ordinal)),
+            View::Open(e) => {
+                let e = read_entries(e);
+                Some(Place::At(Pos {
+                    ordinal: e.ordinal,
+                    offset: e.offset(seq, self.size)?,
+                }))
+            }
+        }
+    }
+
+    /// Leaf hashes `[from, to)` as the tree's node files hold them, in one read; `None` past
+    /// the snapshot.
+    pub fn leaves(&self, from: u64, to: u64) -> Result<Vec<Option<Hash>>, StoreError> {
         let covered = to.min(self.size).max(from);
-        let positions = self.flat.pos_range(from, covered)?;
-        let hashes = self.flat.leaf_range(from, covered)?;
-        let mut out: Vec<_> = positions
-            .into_iter()
-            .zip(hashes.into_iter().map(Some).chain(std::iter::repeat(None)))
-            .map(|(p, h)| ((p != 0).then(|| Pos::unpack(p)), h))
-            .collect();
-        out.resize((to - from) as usize, (None, None));
+        let hashes = self
+            .flat
+            .leaf_range(from, covered)
+            .map_err(StoreError::io("reading leaf hashes"))?;
+        let mut out: Vec<Option<Hash>> = hashes.into_iter().map(Some).collect();
+        out.resize((to - from) as usize, None);
         Ok(out)
     }
 
     /// A closure reading perfect tree nodes, for [`veritrail_core::merkle`].
-    pub fn nodes(
-        &self,
-    ) -> Result<impl FnMut(u32, u64) -> Result<Hash, NodeError> + '_, IndexError> {
-        Ok(move |level: u32, index: u64| {
+    pub fn nodes(&self) -> impl FnMut(u32, u64) -> Result<Hash, NodeError> + '_ {
+        move |level: u32, index: u64| {
             // Only nodes complete within the snapshot exist for it.
             let complete = level < 64
                 && index
@@ -550,218 +662,149 @@ impl IndexReader {
             if !complete {
                 return Err(NodeError::Missing { level, index });
             }
+            if let Some(h) = self
+                .unwritten
+                .read()
+                .ok()
+                .and_then(|u| u.get(&(level, index)).copied())
+            {
+                return Ok(h);
+            }
             match self.flat.node(level, index) {
                 Ok(Some(h)) => Ok(h),
                 Ok(None) => Err(NodeError::Missing { level, index }),
-                Err(e) => Err(NodeError::Db(e.into())),
+                Err(e) => Err(NodeError::Io(e)),
             }
-        })
+        }
     }
 
-    /// Every producer's sequence state, by producer id.
-    pub fn producers(&self) -> Result<Vec<ProducerStatus>, IndexError> {
-        let mut out = Vec::new();
-        for entry in self.producers.iter() {
-            let (k, v) = entry?;
-            let id = String::from_utf8_lossy(&k);
-            if let Some(p) = ProducerStatus::from_bytes(&id, &v) {
-                out.push(p);
+    /// Every producer's sequence state.
+    pub fn producers(&self) -> Vec<ProducerStatus> {
+        self.producers.values().cloned().collect()
+    }
+
+    /// Events per value of an indexed field, over the whole snapshot.
+    pub fn counts(&self, field: &str) -> Result<BTreeMap<String, u64>, StoreError> {
+        let Some(code) = INDEXED_FIELDS.iter().position(|f| *f == field) else {
+            return Ok(BTreeMap::new());
+        };
+        let mut out = BTreeMap::new();
+        for v in &self.views {
+            let counts = match v {
+                View::Open(e) => read_entries(e).counts(code as u8, self.size),
+                View::Sealed(s) => s.counts(code as u8)?,
+            };
+            for (value, n) in counts {
+                *out.entry(value).or_insert(0) += n;
             }
         }
         Ok(out)
     }
 
-    /// The fingerprint of every entry of the `ids`, `by_time` and `by_field` tables (a full scan),
-    /// for fsck to compare with [`Digest::add_expected`] over the log.
-    pub fn entries_digest(&self) -> Result<Digest, IndexError> {
-        let scan = |tag: u8, table: &Snapshot| -> Result<Digest, IndexError> {
-            let mut d = Digest::default();
-            for entry in table.iter() {
-                let (k, v) = entry?;
-                d.add(tag, &k, &v);
-            }
-            Ok(d)
-        };
-        // One thread per table: the by-field table alone holds most entries.
-        std::thread::scope(|s| {
-            let by_field = s.spawn(|| scan(b'f', &self.by_field));
-            let mut d = scan(b'i', &self.ids)?;
-            d.merge(&scan(b't', &self.by_time)?);
-            let f = by_field
-                .join()
-                .unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-            d.merge(&f);
-            Ok(d)
-        })
-    }
-
-    /// True when every index entry that `event` at `seq` should have exists.
-    pub fn has_entries_for(&self, event: &Event, seq: u64) -> Result<bool, IndexError> {
-        let sort = sort_bytes(sort_key(event, seq));
-        for (code, name) in INDEXED_FIELDS.iter().enumerate() {
-            if let Some(v) = event.field(name) {
-                let mut k = field_prefix(code as u8, v);
-                k.extend_from_slice(&sort);
-                if !self.by_field.contains_key(&k)? {
-                    return Ok(false);
-                }
-            }
+    fn candidates(
+        &self,
+        v: &View,
+        selector: &Selector,
+        lo: SortKey,
+        hi: SortKey,
+    ) -> Result<Vec<SortKey>, StoreError> {
+        match v {
+            View::Open(e) => Ok(read_entries(e).candidates(selector, lo, hi, self.size)),
+            View::Sealed(s) => s.candidates(selector, lo, hi, self.size),
         }
-        Ok(self.by_time.contains_key(sort)?)
-    }
-
-    /// The index a query walks: a field that usually picks out few events if the filter names
-    /// one, else the event type, else a field whole classes of events share (one producer, such
-    /// as the Kubernaut API, may have written most of the log; three outcomes, one of which
-    /// every audited read adds to), else time.
-    fn driver(&self, filter: &Filter) -> Result<Driver, IndexError> {
-        let field = |names: &[&str]| {
-            names.iter().find_map(|name| {
-                let code = INDEXED_FIELDS.iter().position(|f| f == name)?;
-                let value = filter.exact(name)?;
-                Some(Driver::Field(code as u8, vec![value.to_string()]))
-            })
-        };
-        if let Some(d) = field(&["correlation_id", "resource_id", "actor_id", "namespace"]) {
-            return Ok(d);
-        }
-        Ok(match &filter.event_type {
-            Some(TypeMatch::Exact(t)) => Driver::Field(0, vec![t.clone()]),
-            Some(TypeMatch::Prefix(p)) => {
-                let mut found = Vec::new();
-                for entry in self.types.prefix(p.as_bytes()) {
-                    let (k, _) = entry?;
-                    found.push(String::from_utf8_lossy(&k).into_owned());
-                }
-                Driver::Field(0, found)
-            }
-            None => field(&["producer_id", "event_outcome"]).unwrap_or(Driver::Time),
-        })
     }
 
     /// Visits candidate `(time, seq)` keys for `filter` in `[lo, hi)` order, newest first when
     /// `descending`, until `visit` returns false. Candidates satisfy the indexed condition and the
     /// time range; the caller checks the rest of the filter on the record itself.
+    ///
+    /// Segments are merged lazily: one is read only once the merge reaches its time range, so a
+    /// query for the newest few events reads the newest segments only.
     pub fn scan(
         &self,
         filter: &Filter,
         lo: SortKey,
         hi: SortKey,
         descending: bool,
-        mut visit: impl FnMut(SortKey) -> Result<bool, IndexError>,
-    ) -> Result<(), IndexError> {
+        mut visit: impl FnMut(SortKey) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
         if lo >= hi {
             return Ok(());
         }
-        let ordered = |it: Box<
-            dyn DoubleEndedIterator<Item = Result<fjall::KvPair, fjall::LsmError>>,
-        >|
-         -> KeyStream {
-            let keys = it.map(|r| r.map(|(k, _)| sort_from_tail(&k)).map_err(IndexError::from));
+        let selector = Selector::for_filter(filter);
+        // Segments whose time range meets [lo, hi), with the key that bounds their candidates
+        // on the side the merge comes from, most promising first.
+        let mut pending: Vec<(SortKey, &View)> = self
+            .views
+            .iter()
+            .filter_map(|v| {
+                let (min, max) = v.times();
+                let meets = min <= max && (max, u64::MAX) >= lo && (min, 0) < hi;
+                let bound = if descending {
+                    (max, u64::MAX)
+                } else {
+                    (min, 0)
+                };
+                meets.then_some((bound, v))
+            })
+            .collect();
+        if descending {
+            pending.sort_by_key(|p| std::cmp::Reverse(p.0));
+        } else {
+            pending.sort_by_key(|p| p.0);
+        }
+        let mut pending = pending.into_iter().peekable();
+        let mut runs: Vec<Run> = Vec::new();
+        // Max-heap of (key in merge order, run); ascending merges negate through Reverse.
+        let mut heap: BinaryHeap<(MergeKey, usize)> = BinaryHeap::new();
+        let order = |k: SortKey| {
             if descending {
-                Box::new(keys.rev())
+                MergeKey::Desc(k)
             } else {
-                Box::new(keys)
+                MergeKey::Asc(std::cmp::Reverse(k))
             }
         };
-        let streams: Vec<KeyStream> = match self.driver(filter)? {
-            Driver::Time => {
-                let range = self
-                    .by_time
-                    .range(sort_bytes(lo).to_vec()..sort_bytes(hi).to_vec());
-                vec![ordered(Box::new(range))]
-            }
-            Driver::Field(code, values) => values
-                .iter()
-                .map(|v| {
-                    let prefix = field_prefix(code, v);
-                    let from = [prefix.as_slice(), &sort_bytes(lo)].concat();
-                    let to = [prefix.as_slice(), &sort_bytes(hi)].concat();
-                    ordered(Box::new(self.by_field.range(from..to)))
-                })
-                .collect(),
-        };
-        merge(
-            streams.into_iter().map(Iterator::peekable).collect(),
-            descending,
-            &mut visit,
-        )
-    }
-}
-
-/// Merges sorted streams (one per matching event type) into one sorted stream.
-fn merge(
-    mut streams: Vec<std::iter::Peekable<KeyStream>>,
-    descending: bool,
-    visit: &mut impl FnMut(SortKey) -> Result<bool, IndexError>,
-) -> Result<(), IndexError> {
-    loop {
-        let mut best: Option<(usize, SortKey)> = None;
-        for (i, s) in streams.iter_mut().enumerate() {
-            match s.peek() {
-                Some(Ok(k)) => {
-                    let better = best.is_none_or(|(_, b)| if descending { *k > b } else { *k < b });
-                    if better {
-                        best = Some((i, *k));
-                    }
+        loop {
+            // Open every segment that could hold a key ahead of the best one seen so far.
+            while let Some((bound, v)) = pending.peek() {
+                let ahead = heap.peek().is_none_or(|(best, _)| order(*bound) >= *best);
+                if !ahead {
+                    break;
                 }
-                Some(Err(_)) => {
-                    if let Some(Err(e)) = s.next() {
-                        return Err(e);
-                    }
+                let mut keys = self.candidates(v, &selector, lo, hi)?;
+                pending.next();
+                if descending {
+                    keys.reverse();
                 }
-                None => {}
+                if let Some(first) = keys.first() {
+                    heap.push((order(*first), runs.len()));
+                    runs.push(Run { keys, next: 1 });
+                }
             }
-        }
-        let Some((i, key)) = best else { return Ok(()) };
-        streams[i].next();
-        if !visit(key)? {
-            return Ok(());
+            let Some((key, r)) = heap.pop() else {
+                return Ok(());
+            };
+            let key = match key {
+                MergeKey::Desc(k) => k,
+                MergeKey::Asc(std::cmp::Reverse(k)) => k,
+            };
+            let run = &mut runs[r];
+            if let Some(next) = run.keys.get(run.next) {
+                heap.push((order(*next), r));
+                run.next += 1;
+            }
+            if !visit(key)? {
+                return Ok(());
+            }
         }
     }
 }
 
-/// An order-independent fingerprint of a set of index entries: their number and the wrapping sum
-/// of a 64-bit hash of each (table, key, value). Equal sets give equal digests; a missing, extra
-/// or changed entry changes it (barring a 2^-64 accident), without holding the entries in memory.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Digest {
-    pub entries: u64,
-    sum: u64,
-}
-
-impl Digest {
-    fn add(&mut self, table: u8, key: &[u8], value: &[u8]) {
-        // XXH3 is deterministic across runs, which the comparison needs; the lengths keep
-        // (key, value) splits apart.
-        let mut h = xxhash_rust::xxh3::Xxh3::new();
-        h.update(&[table]);
-        h.update(&(key.len() as u32).to_le_bytes());
-        h.update(key);
-        h.update(value);
-        self.entries += 1;
-        self.sum = self.sum.wrapping_add(h.digest());
-    }
-
-    /// Adds the entries of another digest.
-    pub fn merge(&mut self, other: &Digest) {
-        self.entries += other.entries;
-        self.sum = self.sum.wrapping_add(other.sum);
-    }
-
-    /// Adds the entries that `event` at `seq` must have, exactly as [`Index::apply`] writes them.
-    pub fn add_expected(&mut self, event: &impl Indexed, seq: u64) {
-        let sort = sort_bytes(sort_key(event, seq));
-        self.add(b'i', event.id().as_bytes(), &seq.to_be_bytes());
-        self.add(b't', &sort, &[]);
-        for (code, name) in INDEXED_FIELDS.iter().enumerate() {
-            if let Some(v) = event.field(name) {
-                let mut k = field_prefix(code as u8, v);
-                k.extend_from_slice(&sort);
-                self.add(b'f', &k, &[]);
-            }
-        }
-    }
+/// A sort key ordered so that the next key of the merge is the greatest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum MergeKey {
+    Desc(SortKey),
+    Asc(std::cmp::Reverse<SortKey>),
 }
 
 /// A tree node could not be read.
@@ -770,28 +813,5 @@ pub enum NodeError {
     #[error("tree node (level {level}, index {index}) is missing from the derived state")]
     Missing { level: u32, index: u64 },
     #[error("reading tree node: {0}")]
-    Db(#[from] IndexError),
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_sort_like_the_values_they_encode() {
-        let times = [i64::MIN, -5, -1, 0, 1, 1_700_000_000_000_000, i64::MAX];
-        for w in times.windows(2) {
-            assert!(sort_bytes((w[0], 9)) < sort_bytes((w[1], 0)), "{w:?}");
-            assert_eq!(sort_from_tail(&sort_bytes((w[0], 7))), (w[0], 7));
-        }
-        assert!(sort_bytes((5, 1)) < sort_bytes((5, 2)));
-        // Values of different lengths never interleave their entries.
-        let a = [
-            field_prefix(1, "ab"),
-            sort_bytes((i64::MAX, u64::MAX)).to_vec(),
-        ]
-        .concat();
-        let b = [field_prefix(1, "abc"), sort_bytes((i64::MIN, 0)).to_vec()].concat();
-        assert!(!b.starts_with(&field_prefix(1, "ab")) && !a.starts_with(&field_prefix(1, "abc")));
-    }
+    Io(#[from] std::io::Error),
 }

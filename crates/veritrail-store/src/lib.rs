@@ -1,11 +1,14 @@
 //! Veritrail's storage.
 //!
 //! [`Store`] is the one interface the server uses; [`embedded::EmbeddedStore`] implements it on
-//! local files: per tenant an append-only segment log (the source of truth), an LSM key-value store
-//! (fjall) of derived state (indexes and Merkle nodes, rebuildable), and a signed-checkpoint history.
+//! local files: per tenant an append-only segment log (the source of truth; full segments are
+//! sealed into compressed blocks), an index per segment and the Merkle tree's nodes (derived
+//! state, rebuildable), and a signed-checkpoint history. See `docs/design/log-format.md`.
 
 pub mod checkpoints;
+mod codec;
 pub mod embedded;
+mod entries;
 pub mod error;
 pub mod flat;
 pub mod fsck;
@@ -15,7 +18,11 @@ pub mod log;
 pub mod producers;
 pub mod query;
 mod recovery;
+pub mod sealed;
+pub mod seg_index;
 pub mod segment;
+mod segments;
+mod verify;
 
 pub use checkpoints::SignedCheckpoint;
 pub use error::StoreError;
@@ -94,8 +101,13 @@ pub trait Store: Send + Sync + 'static {
     fn checkpoint_covering(&self, tenant: &str, size: u64) -> Result<SignedCheckpoint, StoreError>;
     /// Every producer's sequence state (gaps in `producer_seq`: the capture-rate signal).
     fn producers(&self, tenant: &str) -> Result<Vec<producers::ProducerStatus>, StoreError>;
+    /// The checkpoint origin of `tenant`'s log, whether or not it has events yet. Its checkpoints
+    /// are signed by the data directory's key under this name ([`keys::log_signer`]).
+    fn origin(&self, tenant: &str) -> String;
     /// Tenants that have a log.
     fn tenants(&self) -> Vec<String>;
+    /// Whether every tenant's log takes appends: `Err` says which does not, and why.
+    fn ready(&self) -> Result<(), String>;
     /// Events queued but not yet durable, over all tenants.
     fn queue_depth(&self) -> usize;
     /// Finishes queued work and makes derived state durable.

@@ -1,24 +1,23 @@
-//! One tenant's log: the writer and indexer threads, startup recovery, and verified reads.
+//! One tenant's log: the writer and sealer threads, startup recovery, and verified reads.
 //!
 //! Data flow of an append: the request is queued (bounded, see [`LogConfig::max_queued_events`]);
 //! the writer thread takes every request waiting, checks idempotency, encodes all new records
 //! into one buffer, writes it and `fdatasync`s once for the whole group; only then does it extend
-//! the Merkle frontier, record the new durable size, hand the group to the indexer thread and
-//! answer the requests. The indexer applies groups to the derived state (several at once when it
-//! is behind) and then publishes the new head.
+//! the Merkle frontier, add the group to the in-memory index of the segment (a few map inserts
+//! per event), publish the new head and answer the requests. So a read that starts after an
+//! acknowledgement sees the event.
 //!
-//! So an acknowledgement waits for the log's fsync but not for the index. Reads keep
-//! read-your-writes all the same: every read first waits until the derived state covers the log
-//! as durable when the read began ([`TenantLog::settled`]), which is at most a few groups away.
+//! When a segment is full the writer starts the next one and hands the full one to the sealer
+//! thread, which compresses it and writes its index file ([`crate::segments`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TryRecvError};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
@@ -28,8 +27,10 @@ use veritrail_core::hash::{leaf_hash, Hash};
 use veritrail_core::merkle::Frontier;
 
 use crate::error::StoreError;
-use crate::index::{Index, LeafEntry, Pos};
-use crate::segment::{self, Damage, ReadOutcome, RecordKind, HEADER_LEN};
+use crate::index::{Index, IndexReader, LeafEntry, Pos};
+use crate::segment::{self, Damage, RecordKind, HEADER_LEN};
+use crate::segments::{SealJob, Sealer, Segments};
+use crate::verify::RootVerifier;
 
 /// Tuning of one log.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct LogConfig {
     pub max_queued_events: usize,
     /// Most events one group commit takes.
     pub max_group_events: usize,
+    /// Bytes of decompressed sealed blocks kept for reads.
+    pub block_cache_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -48,6 +51,7 @@ impl Default for LogConfig {
             segment_bytes: 64 << 20,
             max_queued_events: 100_000,
             max_group_events: 20_000,
+            block_cache_bytes: 16 << 20,
         }
     }
 }
@@ -114,36 +118,28 @@ pub struct Head {
     pub root: Hash,
 }
 
-/// Groups the writer may hand to the indexer before it waits for it (bounds memory and lag).
-const INDEX_QUEUE_GROUPS: usize = 4;
-
-/// Longest a read waits for the derived state to catch up with the durable log.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// How far the log is durable, how far the derived state has caught up, and the head it serves.
+/// The head the log serves, and whether appends stopped.
 struct Progress {
     state: Mutex<ProgressState>,
-    changed: Condvar,
 }
 
 struct ProgressState {
-    /// Leaves fsync'd to the log (and acknowledged, or about to be).
-    durable: u64,
-    /// The published head: leaves in the derived state, and their root.
+    /// The published head: leaves durable and indexed, and their root.
     head: Head,
     /// Set after a failure that makes further appends unsafe; a restart recovers.
     failed: Option<String>,
+    /// The last append's failure (a full disk, an I/O error), until an append succeeds.
+    append_error: Option<String>,
 }
 
 impl Progress {
     fn new(head: Head) -> Progress {
         Progress {
             state: Mutex::new(ProgressState {
-                durable: head.size,
                 head,
                 failed: None,
+                append_error: None,
             }),
-            changed: Condvar::new(),
         }
     }
 
@@ -152,123 +148,17 @@ impl Progress {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn update(&self, f: impl FnOnce(&mut ProgressState)) {
-        f(&mut self.lock());
-        self.changed.notify_all();
-    }
-
     fn fail(&self, why: String) {
-        self.update(|s| {
-            s.failed.get_or_insert(why);
-        });
-    }
-
-    /// Waits until the head covers every leaf durable now, and returns it.
-    fn settled(&self) -> Result<Head, StoreError> {
-        let mut s = self.lock();
-        let target = s.durable;
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        while s.head.size < target {
-            if let Some(why) = &s.failed {
-                return Err(StoreError::Failed(why.clone()));
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Err(StoreError::Failed(format!(
-                    "the index is {} events behind the log",
-                    target - s.head.size
-                )));
-            }
-            s = self
-                .changed
-                .wait_timeout(s, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
-        Ok(s.head)
-    }
-}
-
-/// A durable group on its way into the derived state.
-struct IndexJob {
-    first_seq: u64,
-    leaves: Arc<Vec<NewLeaf>>,
-    positions: Vec<Pos>,
-    /// Tree nodes the group completed.
-    nodes: Vec<(u32, u64, Hash)>,
-    /// The head once the group is in.
-    head: Head,
-}
-
-/// A group handed to the indexer and not yet in the derived state: idempotency checks look here.
-struct InFlight {
-    first_seq: u64,
-    leaves: Arc<Vec<NewLeaf>>,
-    ids: HashMap<Uuid, usize>,
-}
-
-impl InFlight {
-    fn end(&self) -> u64 {
-        self.first_seq + self.leaves.len() as u64
+        self.lock().failed.get_or_insert(why);
     }
 }
 
 /// A queued append and where to send its outcome.
 struct Request {
     leaves: Vec<NewLeaf>,
+    /// A signed checkpoint to record in the log: (tree size, note).
+    marker: Option<(u64, Vec<u8>)>,
     reply: oneshot::Sender<Result<Appended, StoreError>>,
-}
-
-/// Open read handles of segment files.
-pub(crate) struct Segments {
-    dir: PathBuf,
-    files: RwLock<HashMap<u32, Arc<File>>>,
-}
-
-impl Segments {
-    fn file(&self, ordinal: u32) -> Result<Arc<File>, StoreError> {
-        if let Some(f) = self.files.read().map_err(|_| poisoned())?.get(&ordinal) {
-            return Ok(f.clone());
-        }
-        let path = self.dir.join(segment::file_name(ordinal));
-        let f = Arc::new(
-            File::open(&path).map_err(StoreError::io(format!("opening {}", path.display())))?,
-        );
-        self.files
-            .write()
-            .map_err(|_| poisoned())?
-            .insert(ordinal, f.clone());
-        Ok(f)
-    }
-
-    /// Reads the record at `pos`; damage is an error naming the place.
-    pub(crate) fn read(&self, pos: Pos) -> Result<segment::RawRecord, StoreError> {
-        let file = self.file(pos.ordinal)?;
-        let where_ = || {
-            format!(
-                "segment {} offset {}",
-                segment::file_name(pos.ordinal),
-                pos.offset
-            )
-        };
-        match segment::read_record_at(&file, pos.offset).map_err(StoreError::io(where_()))? {
-            ReadOutcome::Record(r, _) => Ok(r),
-            ReadOutcome::End => Err(StoreError::Damaged(format!(
-                "{}: record missing (log truncated?)",
-                where_()
-            ))),
-            ReadOutcome::BadChecksum(r, _) => Err(StoreError::Damaged(format!(
-                "{} (seq {}): checksum mismatch",
-                where_(),
-                r.seq
-            ))),
-            ReadOutcome::Damaged(d) => Err(StoreError::Damaged(format!(
-                "{}: {}",
-                where_(),
-                describe(&d)
-            ))),
-        }
-    }
 }
 
 fn poisoned() -> StoreError {
@@ -278,43 +168,69 @@ fn poisoned() -> StoreError {
 /// One tenant's log and everything derived from it.
 pub struct TenantLog {
     tenant: String,
+    log_dir: PathBuf,
+    /// The largest tree size a checkpoint recorded in the log commits to (0: none).
+    marked: Arc<std::sync::atomic::AtomicU64>,
+    verifier: Arc<RootVerifier>,
     pub(crate) index: Arc<Index>,
     pub(crate) segments: Arc<Segments>,
     progress: Arc<Progress>,
     queue: Mutex<Option<SyncSender<Request>>>,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
-    /// The writer and indexer threads, joined in that order at close.
+    /// Tells the sealer to leave its backlog at close.
+    stop_sealing: Arc<AtomicBool>,
+    /// The writer and sealer threads, joined in that order at close.
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
 
 impl TenantLog {
-    /// Opens the log in `dir` (creating it), recovers it and starts its writer thread.
+    /// Opens the log in `dir` (creating it), recovers it and starts its writer and sealer threads.
     pub fn open(dir: &Path, tenant: &str, config: LogConfig) -> Result<TenantLog, StoreError> {
+        TenantLog::open_trusting(dir, tenant, config, None)
+    }
+
+    /// Like [`TenantLog::open`], with the signed checkpoint `trusted` (size, root) whose
+    /// signature the caller checked: startup recomputes the tree from the records past it, and
+    /// sealed events are checked against its root.
+    pub fn open_trusting(
+        dir: &Path,
+        tenant: &str,
+        config: LogConfig,
+        trusted: Option<(u64, Hash)>,
+    ) -> Result<TenantLog, StoreError> {
         let log_dir = dir.join("log");
         segment::create_dir_durable(&log_dir)?;
         let index = Arc::new(Index::open(&dir.join(crate::index::INDEX_DIR))?);
-        let segments = Arc::new(Segments {
-            dir: log_dir.clone(),
-            files: RwLock::new(HashMap::new()),
-        });
-        let recovered = crate::recovery::recover(&log_dir, &index, &segments, tenant)?;
+        let segments = Arc::new(Segments::new(&log_dir, config.block_cache_bytes));
+        let recovered = crate::recovery::recover(&log_dir, &index, trusted.map(|t| t.0))?;
+        let verifier = Arc::new(RootVerifier::default());
+        let marked = Arc::new(std::sync::atomic::AtomicU64::new(recovered.marked));
+        if let Some((size, root)) = trusted {
+            verifier.trust(size, root);
+        }
+        let (to_sealer, to_seal) = channel();
+        let stop_sealing = Arc::new(AtomicBool::new(false));
+        let sealer = Sealer {
+            tenant: tenant.to_string(),
+            segments: segments.clone(),
+            index: index.clone(),
+            stop: stop_sealing.clone(),
+        };
+        let sealer = std::thread::Builder::new()
+            .name(format!("veritrail-sealer-{tenant}"))
+            .spawn(move || sealer.run(to_seal))
+            .map_err(StoreError::io("starting the sealer thread"))?;
+        // Full segments a previous run did not seal (or that an older version wrote).
+        for job in recovered.unsealed {
+            let _ = to_sealer.send(job);
+        }
         let progress = Arc::new(Progress::new(Head {
             size: recovered.frontier.size(),
             root: recovered.frontier.root(),
         }));
         let (tx, rx) = sync_channel(1024);
-        let (to_indexer, jobs) = sync_channel(INDEX_QUEUE_GROUPS);
         let queued = Arc::new(AtomicUsize::new(0));
-        let indexer = Indexer {
-            tenant: tenant.to_string(),
-            index: index.clone(),
-            progress: progress.clone(),
-        };
-        let indexer = std::thread::Builder::new()
-            .name(format!("veritrail-indexer-{tenant}"))
-            .spawn(move || indexer.run(jobs))
-            .map_err(StoreError::io("starting the indexer thread"))?;
         let mut writer = Writer {
             tenant: tenant.to_string(),
             dir: log_dir,
@@ -324,11 +240,12 @@ impl TenantLog {
             frontier: recovered.frontier,
             index: index.clone(),
             segments: segments.clone(),
+            verifier: verifier.clone(),
+            marked: marked.clone(),
             progress: progress.clone(),
             queued: queued.clone(),
             config: config.clone(),
-            to_indexer,
-            in_flight: VecDeque::new(),
+            to_sealer,
         };
         let writer = std::thread::Builder::new()
             .name(format!("veritrail-writer-{tenant}"))
@@ -336,26 +253,58 @@ impl TenantLog {
             .map_err(StoreError::io("starting the writer thread"))?;
         Ok(TenantLog {
             tenant: tenant.to_string(),
+            log_dir: dir.join("log"),
+            marked,
+            verifier,
             index,
             segments,
             progress,
             queue: Mutex::new(Some(tx)),
             queued,
             max_queued: config.max_queued_events,
-            threads: Mutex::new(vec![writer, indexer]),
+            stop_sealing,
+            threads: Mutex::new(vec![writer, sealer]),
         })
     }
 
-    /// The tree head covering every event acknowledged so far (waits for the derived state to
-    /// catch up with the durable log; see the module documentation).
+    /// The tree head covering every event acknowledged so far.
     pub fn head(&self) -> Result<Head, StoreError> {
-        self.progress.settled()
+        Ok(self.progress.lock().head)
+    }
+
+    /// Whether the log takes appends: `Err` says why not. After a failed append, a test write
+    /// tells whether the cause (a full disk) is gone, so that readiness comes back without an
+    /// append to prove it.
+    pub fn ready(&self) -> Result<(), String> {
+        let (failed, append_error) = {
+            let p = self.progress.lock();
+            (p.failed.clone(), p.append_error.clone())
+        };
+        if let Some(why) = failed {
+            return Err(format!(
+                "appends stopped: {why}; restart after fixing the cause"
+            ));
+        }
+        let Some(why) = append_error else {
+            return Ok(());
+        };
+        match probe_write(&self.log_dir) {
+            Ok(()) => {
+                let mut p = self.progress.lock();
+                if p.append_error.as_ref() == Some(&why) {
+                    p.append_error = None;
+                }
+                Ok(())
+            }
+            Err(e) => Err(format!(
+                "appends are failing ({why}); a test write fails too ({e})"
+            )),
+        }
     }
 
     /// A consistent read view of the derived state that covers every event acknowledged so far.
-    pub fn index_reader(&self) -> Result<crate::index::IndexReader, StoreError> {
-        self.progress.settled()?;
-        Ok(self.index.reader()?)
+    pub fn index_reader(&self) -> Result<IndexReader, StoreError> {
+        self.index.reader()
     }
 
     /// Events waiting for the writer.
@@ -387,9 +336,13 @@ impl TenantLog {
         })?;
         let (reply, rx) = oneshot::channel();
         let queue = self.queue.lock().map_err(|_| poisoned())?;
-        let sent = queue
-            .as_ref()
-            .map(|tx| tx.try_send(Request { leaves, reply }));
+        let sent = queue.as_ref().map(|tx| {
+            tx.try_send(Request {
+                leaves,
+                marker: None,
+                reply,
+            })
+        });
         match sent {
             Some(Ok(())) => Ok(rx),
             Some(Err(std::sync::mpsc::TrySendError::Full(_))) => {
@@ -404,16 +357,57 @@ impl TenantLog {
     }
 
     /// Reads and verifies the event at `seq` (checksum, then leaf hash against the tree).
-    pub fn read(
-        &self,
-        reader: &crate::index::IndexReader,
-        seq: u64,
-    ) -> Result<StoredEvent, StoreError> {
-        read_verified(&self.segments, reader, seq)
+    pub fn read(&self, reader: &IndexReader, seq: u64) -> Result<StoredEvent, StoreError> {
+        read_verified(&self.segments, &self.verifier, reader, seq)
     }
 
-    /// Stops the writer after it has finished queued work, and makes derived state durable.
+    /// The event with this id, verified.
+    pub fn find(&self, reader: &IndexReader, id: &Uuid) -> Result<Option<StoredEvent>, StoreError> {
+        find_verified(&self.segments, &self.verifier, reader, id)
+    }
+
+    /// Records a signed checkpoint (its note, committing to `size` leaves) in the log itself, in
+    /// the writer's next group: the log then tells that its checkpoint history reached `size`,
+    /// even if `checkpoints.log` is lost. It does not wait: the checkpoint is durable in
+    /// `checkpoints.log` already, and a marker that a crash loses is one the next checkpoint
+    /// writes again.
+    pub fn mark_checkpoint(&self, size: u64, note: &str) {
+        let (reply, _) = oneshot::channel();
+        let request = Request {
+            leaves: Vec::new(),
+            marker: Some((size, note.as_bytes().to_vec())),
+            reply,
+        };
+        let sent = self
+            .queue
+            .lock()
+            .ok()
+            .and_then(|q| q.as_ref().map(|tx| tx.try_send(request).is_ok()));
+        if sent != Some(true) {
+            tracing::warn!(tenant = %self.tenant, size, "the checkpoint could not be recorded in the log now; the next one will be");
+        }
+    }
+
+    /// Full segments not sealed yet (the sealer works through them in the background).
+    pub fn unsealed(&self) -> usize {
+        self.index.unsealed()
+    }
+
+    /// The largest tree size a checkpoint recorded in the log commits to (0: none): the
+    /// checkpoint history must reach at least that far.
+    pub fn marked(&self) -> u64 {
+        self.marked.load(Ordering::Acquire)
+    }
+
+    /// Trusts the root of a signed checkpoint: sealed events are checked against it.
+    pub fn trust(&self, size: u64, root: Hash) {
+        self.verifier.trust(size, root);
+    }
+
+    /// Stops the writer after it has finished queued work and makes the tree's nodes durable; the
+    /// sealer finishes the segment in hand and leaves the rest for the next start.
     pub fn close(&self) {
+        self.stop_sealing.store(true, Ordering::Release);
         if let Ok(mut q) = self.queue.lock() {
             q.take();
         }
@@ -444,12 +438,13 @@ struct Writer {
     frontier: Frontier,
     index: Arc<Index>,
     segments: Arc<Segments>,
+    verifier: Arc<RootVerifier>,
+    marked: Arc<std::sync::atomic::AtomicU64>,
     progress: Arc<Progress>,
     queued: Arc<AtomicUsize>,
     config: LogConfig,
-    to_indexer: SyncSender<IndexJob>,
-    /// Groups handed to the indexer, oldest first, until the head covers them.
-    in_flight: VecDeque<InFlight>,
+    /// Full segments go to the sealer.
+    to_sealer: Sender<SealJob>,
 }
 
 /// An event of the current group that is new to the log.
@@ -512,16 +507,20 @@ impl Writer {
                 .record(started.elapsed().as_secs_f64());
             self.queued.fetch_sub(n, Ordering::AcqRel);
         }
-        // Dropping the writer closes the indexer's queue; it finishes and makes the state durable.
+        if self.progress.lock().failed.is_none() {
+            if let Err(e) = self.index.sync() {
+                tracing::error!(tenant = %self.tenant, error = %e, "could not make the tree's nodes durable at shutdown");
+            }
+        }
     }
 
     fn commit_group(&mut self, group: Vec<Request>) {
         let failed = self.progress.lock().failed.clone();
         let ready = match failed {
             Some(why) => Err(StoreError::Failed(why)),
-            None => self.read_view(),
+            None => Ok(()),
         };
-        let reader = match ready {
+        let reader = match ready.and_then(|()| self.index.reader()) {
             Ok(r) => r,
             Err(e) => {
                 for r in group {
@@ -533,7 +532,9 @@ impl Writer {
         let mut new_leaves: Vec<NewLeaf> = Vec::new();
         let mut ids = HashMap::new();
         let mut planned = Vec::with_capacity(group.len());
+        let mut markers = Vec::new();
         for req in group {
+            markers.extend(req.marker);
             match self.plan(req.leaves, &reader, &mut new_leaves, &mut ids) {
                 Ok(receipts) => planned.push(Planned {
                     reply: req.reply,
@@ -545,10 +546,10 @@ impl Writer {
             }
         }
         drop(reader);
-        let result = if new_leaves.is_empty() {
+        let result = if new_leaves.is_empty() && markers.is_empty() {
             Ok(())
         } else {
-            self.persist(new_leaves, ids)
+            self.persist(new_leaves, &markers)
         };
         let tree_size = self.frontier.size();
         for p in planned {
@@ -563,25 +564,13 @@ impl Writer {
         }
     }
 
-    /// A view of the derived state for idempotency checks. Groups the view covers leave
-    /// `in_flight`; the rest are looked up there. The head is read before the view is taken, so
-    /// every group dropped is in the view.
-    fn read_view(&mut self) -> Result<crate::index::IndexReader, StoreError> {
-        let indexed = self.progress.lock().head.size;
-        let reader = self.index.reader()?;
-        while self.in_flight.front().is_some_and(|f| f.end() <= indexed) {
-            self.in_flight.pop_front();
-        }
-        Ok(reader)
-    }
-
     /// Assigns sequence numbers to one request's new events, or fails the whole request.
     /// `group` holds the new leaves of earlier requests of this group and `ids` maps their
     /// event ids to positions in it; on success this request's leaves are added to both.
     fn plan(
         &self,
         leaves: Vec<NewLeaf>,
-        reader: &crate::index::IndexReader,
+        reader: &IndexReader,
         group: &mut Vec<NewLeaf>,
         ids: &mut HashMap<Uuid, usize>,
     ) -> Result<Vec<Receipt>, StoreError> {
@@ -597,11 +586,11 @@ impl Writer {
     }
 
     /// The seq, leaf hash and sameness of content of an event id already recorded: in this
-    /// group, in a group on its way to the index, or in the index.
+    /// group, or in the index.
     fn find(
         &self,
         new: &NewLeaf,
-        reader: &crate::index::IndexReader,
+        reader: &IndexReader,
         group: &[NewLeaf],
         ids: &HashMap<Uuid, usize>,
     ) -> Result<Option<(u64, Hash, bool)>, StoreError> {
@@ -614,16 +603,10 @@ impl Writer {
                 same(&group[k]),
             )));
         }
-        for f in &self.in_flight {
-            if let Some(&k) = f.ids.get(&id) {
-                let l = &f.leaves[k];
-                return Ok(Some((f.first_seq + k as u64, l.leaf, same(l))));
-            }
-        }
-        let Some(seq) = reader.seq_of(&id)? else {
+        let Some(stored) = find_verified(&self.segments, &self.verifier, reader, &id)? else {
             return Ok(None);
         };
-        let stored = read_verified(&self.segments, reader, seq)?;
+        let seq = stored.seq;
         let bytes = veritrail_core::canonical::to_vec(stored.leaf()?.event())
             .map_err(|e| StoreError::Damaged(e.to_string()))?;
         Ok(Some((seq, stored.leaf_hash, bytes == new.event_bytes)))
@@ -632,7 +615,7 @@ impl Writer {
     fn plan_into(
         &self,
         leaves: Vec<NewLeaf>,
-        reader: &crate::index::IndexReader,
+        reader: &IndexReader,
         group: &mut Vec<NewLeaf>,
         ids: &mut HashMap<Uuid, usize>,
     ) -> Result<Vec<Receipt>, StoreError> {
@@ -669,12 +652,12 @@ impl Writer {
         Ok(receipts)
     }
 
-    /// Writes and fsyncs the group's records, extends the tree, and hands the group to the
-    /// indexer. `ids` maps the leaves' event ids to their places in `leaves`.
+    /// Writes and fsyncs the group's records (its events, then the checkpoint `markers`),
+    /// extends the tree and indexes the events.
     fn persist(
         &mut self,
         leaves: Vec<NewLeaf>,
-        ids: HashMap<Uuid, usize>,
+        markers: &[(u64, Vec<u8>)],
     ) -> Result<(), StoreError> {
         if self.seg_len >= self.config.segment_bytes {
             self.rotate()?;
@@ -694,6 +677,9 @@ impl Writer {
                 &mut buf,
             );
         }
+        for (size, note) in markers {
+            segment::encode_record(RecordKind::Checkpoint, *size, note, &mut buf);
+        }
         let started = Instant::now();
         if let Err(e) = self
             .file
@@ -701,10 +687,16 @@ impl Writer {
             .and_then(|()| self.file.sync_data())
         {
             self.undo_write(&e);
-            return Err(StoreError::io("appending to the log")(e));
+            let why = format!("writing {}: {e}", segment::file_name(self.ordinal));
+            self.progress.lock().append_error = Some(why.clone());
+            return Err(StoreError::Unwritable(why));
         }
         metrics::histogram!("veritrail_fsync_seconds").record(started.elapsed().as_secs_f64());
         self.seg_len += buf.len() as u64;
+        if let Some(size) = markers.iter().map(|m| m.0).max() {
+            self.index.mark(size)?;
+            self.marked.fetch_max(size, Ordering::AcqRel);
+        }
         let mut nodes = Vec::with_capacity(leaves.len() * 2);
         for l in &leaves {
             self.frontier.append(l.leaf, |level, index, hash| {
@@ -715,25 +707,48 @@ impl Writer {
             size: self.frontier.size(),
             root: self.frontier.root(),
         };
-        self.progress.update(|s| s.durable = head.size);
-        let leaves = Arc::new(leaves);
-        self.in_flight.push_back(InFlight {
-            first_seq,
-            leaves: leaves.clone(),
-            ids,
-        });
-        let job = IndexJob {
-            first_seq,
-            leaves,
-            positions,
-            nodes,
-            head,
-        };
-        // Blocks while the indexer is `INDEX_QUEUE_GROUPS` behind: that is the backpressure.
-        if self.to_indexer.send(job).is_err() {
-            // The events are durable; only the derived state stopped. A restart replays it.
-            self.progress
-                .fail("the indexer thread stopped; restart to rebuild the index".into());
+        let entries: Vec<LeafEntry<'_>> = leaves
+            .iter()
+            .zip(&positions)
+            .enumerate()
+            .map(|(k, (l, pos))| LeafEntry {
+                seq: first_seq + k as u64,
+                pos: *pos,
+                event: &l.event,
+                ingested_at_us: l.ingested_at_us,
+                leaf: l.leaf,
+            })
+            .collect();
+        let started = Instant::now();
+        let applied = self.index.apply(&entries, &nodes, head);
+        metrics::histogram!("veritrail_index_update_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match applied {
+            Ok(missing) => {
+                metrics::counter!("veritrail_producer_missing_events_total", "tenant" => self.tenant.clone())
+                    .increment(missing);
+                metrics::gauge!("veritrail_tree_size", "tenant" => self.tenant.clone())
+                    .set(head.size as f64);
+                let mut p = self.progress.lock();
+                p.head = head;
+                p.append_error = None;
+            }
+            Err(StoreError::Unwritable(why)) => {
+                // The events are indexed and acknowledged; their tree nodes wait in memory until
+                // the disk takes them.
+                tracing::error!(tenant = %self.tenant, error = %why, "tree nodes could not be written; they are kept in memory");
+                let mut p = self.progress.lock();
+                p.head = head;
+                p.append_error = Some(why);
+            }
+            Err(e) => {
+                // The events are durable in the log and are acknowledged; the derived state is
+                // behind and a restart rebuilds it. Refuse further appends until then rather than
+                // serve a stale index.
+                tracing::error!(tenant = %self.tenant, error = %e, "index update failed; appends stop until restart");
+                self.progress
+                    .fail(format!("updating the index failed: {e}"));
+            }
         }
         Ok(())
     }
@@ -756,78 +771,26 @@ impl Writer {
 
     fn rotate(&mut self) -> Result<(), StoreError> {
         let ordinal = self.ordinal + 1;
-        let file = segment::create(&self.dir, ordinal, self.frontier.size())?;
+        let first_seq = self.frontier.size();
+        // The tree nodes are made durable first, so that after a crash only the newest segment
+        // has leaves whose nodes must be recomputed. Nothing changes until both the sync and the
+        // new file succeed, so that a full disk leaves the writer where it was.
+        self.index.sync()?;
+        let file = segment::create(&self.dir, ordinal, first_seq).map_err(|e| {
+            let _ = std::fs::remove_file(self.dir.join(segment::file_name(ordinal)));
+            StoreError::Unwritable(format!("starting segment {ordinal}: {e}"))
+        })?;
+        let (entries, producers) = self.index.rotate(ordinal, first_seq)?;
         self.file = file;
-        self.ordinal = ordinal;
+        let full = std::mem::replace(&mut self.ordinal, ordinal);
         self.seg_len = HEADER_LEN;
+        // A sealer that stopped leaves the segment as appended; the next start seals it.
+        let _ = self.to_sealer.send(SealJob {
+            ordinal: full,
+            entries,
+            producers,
+        });
         Ok(())
-    }
-}
-
-/// State owned by the indexer thread.
-struct Indexer {
-    tenant: String,
-    index: Arc<Index>,
-    progress: Arc<Progress>,
-}
-
-impl Indexer {
-    fn run(self, jobs: Receiver<IndexJob>) {
-        while let Ok(first) = jobs.recv() {
-            // When behind, apply every waiting group in one batch.
-            let mut batch = vec![first];
-            batch.extend(jobs.try_iter());
-            if self.progress.lock().failed.is_none() {
-                self.apply(&batch);
-            }
-        }
-        if self.progress.lock().failed.is_none() {
-            if let Err(e) = self.index.sync() {
-                tracing::error!(tenant = %self.tenant, error = %e, "could not make the derived state durable at shutdown");
-            }
-        }
-    }
-
-    fn apply(&self, batch: &[IndexJob]) {
-        let entries: Vec<LeafEntry<'_>> = batch
-            .iter()
-            .flat_map(|job| {
-                job.leaves
-                    .iter()
-                    .zip(&job.positions)
-                    .enumerate()
-                    .map(|(k, (l, pos))| LeafEntry {
-                        seq: job.first_seq + k as u64,
-                        pos: *pos,
-                        event: &l.event,
-                        ingested_at_us: l.ingested_at_us,
-                    })
-            })
-            .collect();
-        let nodes: Vec<_> = batch.iter().flat_map(|j| j.nodes.iter().copied()).collect();
-        let Some(head) = batch.last().map(|j| j.head) else {
-            return;
-        };
-        let started = Instant::now();
-        let applied = self.index.apply(&entries, &nodes, head.size, false);
-        metrics::histogram!("veritrail_index_update_seconds")
-            .record(started.elapsed().as_secs_f64());
-        match applied {
-            Ok(missing) => {
-                metrics::counter!("veritrail_producer_missing_events_total", "tenant" => self.tenant.clone())
-                    .increment(missing);
-                metrics::gauge!("veritrail_tree_size", "tenant" => self.tenant.clone())
-                    .set(head.size as f64);
-                self.progress.update(|s| s.head = head);
-            }
-            Err(e) => {
-                // The events are durable in the log; the derived state is behind and a restart
-                // replays it. Refuse further appends until then rather than serve a stale index.
-                tracing::error!(tenant = %self.tenant, error = %e, "index update failed; appends stop until restart");
-                self.progress
-                    .fail(format!("updating the index failed: {e}"));
-            }
-        }
     }
 }
 
@@ -846,17 +809,20 @@ pub(crate) fn open_for_append(path: &Path) -> Result<File, StoreError> {
         .map_err(StoreError::io(format!("opening {}", path.display())))
 }
 
-/// Reads the event at `seq` and serves it only if its checksum, its `seq` and its leaf hash (against
-/// the tree's level-0 node) all hold.
+/// Reads the event at `seq` and serves it only if its checksum, its `seq` and its leaf hash all
+/// hold: the leaf hash against the one this process computed (open segments), or through its
+/// inclusion in a trusted root (sealed segments; see [`RootVerifier`]), never against a stored
+/// node alone.
 fn read_verified(
     segments: &Segments,
-    reader: &crate::index::IndexReader,
+    verifier: &RootVerifier,
+    reader: &IndexReader,
     seq: u64,
 ) -> Result<StoredEvent, StoreError> {
-    let pos = reader.position(seq)?.ok_or_else(|| {
+    let place = reader.place(seq).ok_or_else(|| {
         StoreError::Damaged(format!("seq {seq}: no position in the derived state"))
     })?;
-    let raw = segments.read(pos)?;
+    let raw = segments.read_place(place, seq)?;
     if raw.seq != seq {
         return Err(StoreError::Damaged(format!(
             "seq {seq}: the record at its position holds seq {}",
@@ -864,16 +830,47 @@ fn read_verified(
         )));
     }
     let leaf_hash = leaf_hash(&raw.payload);
-    if leaf_hash != reader.nodes()?(0, seq)? {
-        return Err(StoreError::Damaged(format!(
-            "seq {seq}: stored bytes do not match the leaf hash in the tree"
-        )));
+    match reader.trusted_leaf(seq) {
+        Some(trusted) if trusted == leaf_hash => {}
+        Some(_) => {
+            return Err(StoreError::Damaged(format!(
+                "seq {seq}: stored bytes do not match the leaf hash in the tree"
+            )))
+        }
+        None => verifier.verify(reader, seq, &leaf_hash)?,
     }
     Ok(StoredEvent {
         seq,
         leaf_hash,
         bytes: raw.payload,
     })
+}
+
+/// The event with this id, verified: the index gives candidates, the record decides.
+fn find_verified(
+    segments: &Segments,
+    verifier: &RootVerifier,
+    reader: &IndexReader,
+    id: &Uuid,
+) -> Result<Option<StoredEvent>, StoreError> {
+    for seq in reader.id_candidates(id)? {
+        let stored = read_verified(segments, verifier, reader, seq)?;
+        if stored.leaf()?.event_id() == Some(*id) {
+            return Ok(Some(stored));
+        }
+    }
+    Ok(None)
+}
+
+/// Writes, syncs and removes a small file in `dir`: can the disk take appends?
+fn probe_write(dir: &Path) -> std::io::Result<()> {
+    let path = dir.join(".probe");
+    let result = File::create(&path).and_then(|mut f| {
+        f.write_all(&[0u8; 4096])?;
+        f.sync_data()
+    });
+    let _ = std::fs::remove_file(&path);
+    result
 }
 
 /// Describes damage for messages.

@@ -31,12 +31,16 @@ pub const MAX_PAYLOAD: u32 = 4 * 1024 * 1024;
 pub enum RecordKind {
     /// The canonical bytes of a leaf document.
     Event = 1,
+    /// A signed checkpoint note, recorded so that the log tells how far its checkpoint history
+    /// reached. Not a leaf: its `seq` field holds the checkpoint's tree size.
+    Checkpoint = 2,
 }
 
 impl RecordKind {
     fn from_u8(b: u8) -> Option<RecordKind> {
         match b {
             1 => Some(RecordKind::Event),
+            2 => Some(RecordKind::Checkpoint),
             _ => None,
         }
     }
@@ -111,9 +115,13 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SegmentError + '_ {
 }
 
 /// Reads and checks a segment header; returns its first sequence number.
-pub fn read_header(file: &File, path: &Path, ordinal: u32) -> Result<u64, SegmentError> {
+pub fn read_header<R: ReadAt + ?Sized>(
+    file: &R,
+    path: &Path,
+    ordinal: u32,
+) -> Result<u64, SegmentError> {
     let mut h = [0u8; HEADER_LEN as usize];
-    file.read_exact_at(&mut h, 0).map_err(|e| {
+    file.fill_at(&mut h, 0).map_err(|e| {
         if e.kind() == io::ErrorKind::UnexpectedEof {
             SegmentError::BadHeader {
                 path: path.to_path_buf(),

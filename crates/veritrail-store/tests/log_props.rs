@@ -73,7 +73,7 @@ fn check_against_model(log: &TenantLog, leaves: &[Hash], ids: &[Uuid]) {
         assert_eq!(stored.leaf().expect("decodes").event_id(), Some(*id));
         assert_eq!(leaf_hash(&stored.bytes), leaves[seq]);
     }
-    let mut nodes = reader.nodes().expect("nodes");
+    let mut nodes = reader.nodes();
     for size in 1..=leaves.len() as u64 {
         let root = mth(&leaves[..size as usize]);
         for index in [0, size / 2, size - 1] {
@@ -188,22 +188,43 @@ fn retries_racing_the_indexer_are_recognised() {
 }
 
 #[test]
-fn a_complete_record_with_a_bad_checksum_at_the_tail_stops_startup() {
+fn a_complete_record_with_a_bad_checksum_is_never_served_and_stops_startup_when_nothing_vouches_for_it(
+) {
     let dir = tempfile::tempdir().expect("tempdir");
+    let (first, second) = (event(1, 1), event(2, 1));
     {
         let log = TenantLog::open(dir.path(), "t", config()).expect("open");
-        append(&log, vec![event(1, 1), event(2, 1)]).expect("append");
+        append(&log, vec![first.clone(), second.clone()]).expect("append");
     }
     let path = last_segment(dir.path());
     let mut bytes = std::fs::read(&path).expect("read");
     let last = bytes.len() - 3;
     bytes[last] ^= 0x01;
-    std::fs::write(&path, bytes).expect("write");
-    // The index was made durable at close, so startup reads back seq 1 and finds it damaged.
+    std::fs::write(&path, &bytes).expect("write");
+    // The tree's node files hold seq 1's leaf (written once it was durable): the log is vouched
+    // for, so the log opens, and reading seq 1 fails.
+    {
+        let log = TenantLog::open(dir.path(), "t", config()).expect("opens");
+        let reader = log.index_reader().expect("reader");
+        assert!(log.read(&reader, 0).is_ok());
+        match log.read(&reader, 1) {
+            Err(StoreError::Damaged(msg)) => assert!(msg.contains("seq 1"), "{msg}"),
+            other => panic!("expected damage, got {other:?}"),
+        }
+        // By id it is refused, or not found when the damage hides its id: never served.
+        assert!(!matches!(log.find(&reader, &second.event_id), Ok(Some(_))));
+    }
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        bytes,
+        "the damaged record is kept"
+    );
+    // Without the node files nothing vouches for the record: startup refuses.
+    std::fs::remove_dir_all(dir.path().join(veritrail_store::index::INDEX_DIR)).expect("rm");
     match TenantLog::open(dir.path(), "t", config()) {
         Err(StoreError::Damaged(msg)) => assert!(msg.contains("seq 1"), "{msg}"),
         Err(other) => panic!("expected damage, got {other}"),
-        Ok(_) => panic!("a damaged acknowledged record must stop startup"),
+        Ok(_) => panic!("a damaged record nothing vouches for must stop startup"),
     }
 }
 
@@ -247,7 +268,7 @@ fn a_full_queue_refuses_appends_instead_of_growing() {
 }
 
 #[test]
-fn derived_files_behind_the_index_are_rebuilt_from_the_log() {
+fn tree_files_behind_their_record_are_rebuilt_from_the_log() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut leaves = Vec::new();
     let mut ids = Vec::new();
@@ -264,16 +285,16 @@ fn derived_files_behind_the_index_are_rebuilt_from_the_log() {
             ids.push(e.event_id);
         }
     }
-    // A machine crash that kept the index's batches but lost the tail of a fixed-width file.
-    let pos = dir
+    // A machine crash that kept `tree.meta` but lost the tail of a node file.
+    let leaves_file = dir
         .path()
         .join(veritrail_store::index::INDEX_DIR)
-        .join("pos.dat");
+        .join("level-00.dat");
     let f = std::fs::OpenOptions::new()
         .write(true)
-        .open(&pos)
-        .expect("pos.dat");
-    f.set_len(8 * 10).expect("truncate");
+        .open(&leaves_file)
+        .expect("level-00.dat");
+    f.set_len(32 * 10).expect("truncate");
     drop(f);
     let log = TenantLog::open(dir.path(), "t", config()).expect("rebuilds and opens");
     check_against_model(&log, &leaves, &ids);

@@ -274,15 +274,14 @@ fn a_flipped_byte_is_reported_by_fsck_and_never_served() {
 }
 
 #[test]
-fn a_corrupt_complete_record_in_the_unindexed_tail_stops_startup() {
+fn a_corrupt_complete_record_at_the_tail_is_kept_and_never_served() {
     const N: usize = 10;
     let scratch = support::Scratch::new();
     let data = scratch.data();
     let slow = ["--checkpoint-interval-ms", "3600000"];
     let mut server = Server::start_with(&data, &slow);
     let receipts = server.ingest(&support::events(N, "corrupt-tail"));
-    // SIGKILL: the index's last durable commit predates these events, so startup must scan
-    // (and check) their records.
+    // SIGKILL: startup must scan (and check) these records.
     server.kill9();
 
     let seg = support::newest_segment(&data);
@@ -291,24 +290,36 @@ fn a_corrupt_complete_record_in_the_unindexed_tail_stops_startup() {
     let id = &receipts[N - 1].event_id;
     let at = support::find(&bytes[last.payload()], id.as_bytes()).expect("the id in the record")
         + last.payload().start;
-    // A complete record whose checksum fails is not an interrupted write: never cut it silently.
+    // A complete record whose checksum fails is not an interrupted write: never cut it.
     bytes[at] = if bytes[at] == b'0' { b'1' } else { b'0' };
     std::fs::write(&seg, &bytes).expect("writing the damaged segment");
 
-    let (status, stderr) = Server::start_expecting_failure(&data);
+    // The tree knows the event's leaf (written once it was durable), so the log after it is
+    // vouched for: the server starts, names the damage, and never serves the event.
+    let mut server = Server::start_with(&data, &slow);
     assert!(
-        !status.success(),
-        "the server started on a damaged log: {stderr}"
+        server.stderr().contains("is never served") && server.stderr().contains("fsck"),
+        "startup does not name the damage: {}",
+        server.stderr()
     );
+    assert_eq!(server.tree_size(), N as u64);
+    let status = server.get("/v1/correlations/corrupt-tail/timeline").status;
     assert!(
-        stderr.contains(&format!("seq {}", N - 1)) && stderr.contains("fsck"),
-        "startup does not name the damage: {stderr}"
+        (500..600).contains(&status),
+        "the damaged event was served: {status}"
     );
+    server.stop();
     // The damaged record is still there for an operator to inspect.
-    assert_eq!(std::fs::read(&seg).expect("segment"), bytes);
+    let after = std::fs::read(&seg).expect("segment");
+    assert_eq!(after[..bytes.len()], bytes[..]);
 
     let out = support::fsck(&data);
     assert_eq!(out.status.code(), Some(1), "{}", support::show(&out));
+    assert!(
+        support::show(&out).contains(&format!("seq {}", N - 1)),
+        "{}",
+        support::show(&out)
+    );
 }
 
 #[test]
@@ -353,4 +364,60 @@ fn losing_checkpointed_events_stops_startup() {
         stderr.contains("checkpoint"),
         "startup does not say the checkpoint is not met: {stderr}"
     );
+}
+
+/// The log records every checkpoint it signs, so a checkpoint history that was emptied or
+/// deleted is noticed: fsck reports it, serve refuses the store, and only a deliberate reset
+/// starts a new history.
+#[test]
+fn a_removed_checkpoint_history_is_reported_and_refused() {
+    let scratch = support::Scratch::new();
+    let data = scratch.data();
+    let mut server = Server::start(&data);
+    server.ingest(&support::events(30, "history"));
+    let signed = server.checkpoint();
+    assert!(signed.size >= 30);
+    // One more group after the checkpoint: its marker is in the log before the stop.
+    server.ingest(&support::events(1, "history"));
+    server.stop();
+    let history = data.join("tenants/default/checkpoints.log");
+    for removal in ["emptied", "deleted"] {
+        match removal {
+            "emptied" => std::fs::write(&history, b"").expect("emptying the history"),
+            _ => {
+                let _ = std::fs::remove_file(&history);
+            }
+        }
+        let out = support::fsck(&data);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{removal}: {}",
+            support::show(&out)
+        );
+        assert!(
+            support::show(&out).contains("checkpoint history was removed"),
+            "{removal}: {}",
+            support::show(&out)
+        );
+        let (status, stderr) = Server::start_expecting_failure(&data);
+        assert!(!status.success(), "{removal}: started: {stderr}");
+        assert!(
+            stderr.contains("checkpoint history was removed")
+                && stderr.contains("--reset-checkpoint-history"),
+            "{removal}: {stderr}"
+        );
+    }
+    // A deliberate reset: the server starts and the next checkpoint begins a new history.
+    let mut server = Server::start_with(&data, &["--reset-checkpoint-history"]);
+    assert!(server
+        .stderr()
+        .contains("starting a new checkpoint history"));
+    assert!(server.checkpoint().size >= 31);
+    server.stop();
+    let out = support::fsck(&data);
+    assert!(out.status.success(), "{}", support::show(&out));
+    let mut server = Server::start(&data);
+    assert_eq!(server.tree_size(), 31);
+    server.stop();
 }

@@ -2,8 +2,13 @@
 //! kind of tampering (and the wrong key) rejected.
 
 use serde_json::{json, Value};
+use veritrail_core::checkpoint::open_checkpoint;
+use veritrail_core::note::NoteVerifier;
 
 use crate::support::{self, cli, show, Server};
+
+/// The first admin key of the servers that check keys.
+const ADMIN: &str = "vt_test_admin_signing_identity_0123456789abcdefghij";
 
 fn stdout(out: &std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -157,6 +162,229 @@ fn export_then_verify_detects_tampering_and_the_wrong_key() {
     );
 
     server.stop();
+}
+
+/// The public key part of a vkey (`name+keyid+key`).
+fn public_part(vkey: &str) -> &str {
+    vkey.rsplit('+').next().unwrap_or_default()
+}
+
+/// True when the checkpoint note opens with exactly this vkey.
+fn opens_with(note: &str, vkey: &str) -> bool {
+    let verifier = NoteVerifier::from_vkey(vkey).expect("a valid vkey");
+    open_checkpoint(note, &[verifier]).is_ok()
+}
+
+#[test]
+fn each_tenant_signs_under_its_origin_and_is_served_its_own_key() {
+    let scratch = support::Scratch::new();
+    let data = scratch.data();
+    let mut server = Server::start_authenticated(&data, ADMIN);
+    let (_, producer) = server.create_key(ADMIN, Some("acme"), "producer", json!({}));
+    let (_, acme) = server.create_key(ADMIN, Some("acme"), "auditor", json!({}));
+    let (_, beta) = server.create_key(ADMIN, Some("beta"), "auditor", json!({}));
+    let corr = support::corr("signing-identity");
+    let posted = server.call(
+        reqwest::Method::POST,
+        "/v1/events",
+        Some(&producer),
+        None,
+        Some(&support::events(3, &corr)),
+    );
+    posted.ok_json();
+
+    // Each tenant is served the key named after its own origin: one secret, two names.
+    let acme_vkey = server.get_as(&acme, "/v1/key").text.trim().to_string();
+    let beta_vkey = server.get_as(&beta, "/v1/key").text.trim().to_string();
+    assert!(acme_vkey.starts_with("veritrail/acme+"), "{acme_vkey}");
+    assert!(beta_vkey.starts_with("veritrail/beta+"), "{beta_vkey}");
+    assert_eq!(public_part(&acme_vkey), public_part(&beta_vkey));
+    assert_ne!(acme_vkey, beta_vkey, "another name is another key ID");
+    let named = server.call(
+        reqwest::Method::GET,
+        "/v1/key",
+        Some(ADMIN),
+        Some("acme"),
+        None,
+    );
+    assert_eq!(
+        named.text.trim(),
+        acme_vkey,
+        "a cross-tenant admin names the tenant"
+    );
+
+    // acme's checkpoint is signed under `veritrail/acme`: its key checks it, beta's does not.
+    let note = server.get_as(&acme, "/v1/checkpoint").text;
+    assert!(note.contains("\n\u{2014} veritrail/acme "), "{note}");
+    let cp = support::open_note(&note, &acme_vkey);
+    assert_eq!(cp.origin, "veritrail/acme");
+    assert!(cp.size >= 3, "{note}");
+    assert!(
+        !opens_with(&note, &beta_vkey),
+        "beta's key checks acme's checkpoint"
+    );
+    let legacy = stdout(&cli(&[
+        "key",
+        "show",
+        "--legacy",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    assert!(legacy.starts_with("veritrail+"), "{legacy}");
+    assert!(
+        !opens_with(&note, legacy.trim()),
+        "the key file's own name checks it"
+    );
+
+    // acme's bundle verifies offline with acme's key only.
+    let bundle = scratch.other("acme.bundle");
+    let out = cli(&[
+        "export",
+        "--server",
+        &server.url,
+        "--key",
+        &acme,
+        "-c",
+        &corr,
+        "-o",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "export: {}", show(&out));
+    let out = verify(&bundle, &acme_vkey);
+    assert_eq!(out.status.code(), Some(0), "verify: {}", show(&out));
+    assert!(
+        stdout(&out).contains("of veritrail/acme at tree size")
+            && stdout(&out).contains("signed by veritrail/acme"),
+        "{}",
+        show(&out)
+    );
+    let out = verify(&bundle, &beta_vkey);
+    assert_eq!(out.status.code(), Some(1), "beta's key: {}", show(&out));
+    assert!(
+        stdout(&out).contains("not signed by this key"),
+        "{}",
+        show(&out)
+    );
+
+    // `key show` names the same keys without the server.
+    let dir = data.to_str().unwrap();
+    let shown = stdout(&cli(&[
+        "key",
+        "show",
+        "--data-dir",
+        dir,
+        "--tenant",
+        "acme",
+    ]));
+    assert_eq!(shown.trim(), acme_vkey);
+    let shown = stdout(&cli(&[
+        "key",
+        "show",
+        "--data-dir",
+        dir,
+        "--tenant",
+        "beta",
+    ]));
+    assert_eq!(shown.trim(), beta_vkey);
+    let default = stdout(&cli(&["key", "show", "--data-dir", dir]));
+    assert!(default.starts_with("veritrail/default+"), "{default}");
+    let all = stdout(&cli(&["key", "show", "--data-dir", dir, "--all"]));
+    assert!(all.lines().any(|l| l == acme_vkey), "{all}");
+    assert!(all.lines().all(|l| l.starts_with("veritrail/")), "{all}");
+    let prefixed = stdout(&cli(&[
+        "key",
+        "show",
+        "--data-dir",
+        dir,
+        "--tenant",
+        "acme",
+        "--origin-prefix",
+        "audit.example",
+    ]));
+    assert!(prefixed.starts_with("audit.example/acme+"), "{prefixed}");
+    let out = cli(&["key", "show", "--data-dir", dir, "--tenant", "Not A Tenant"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    server.stop();
+}
+
+#[test]
+fn a_history_of_an_older_version_opens_and_is_signed_on_under_the_origin() {
+    let scratch = support::Scratch::new();
+    let data = scratch.data();
+    let mut server = Server::start(&data);
+    let corr = support::corr("older-version");
+    server.ingest(&support::events(3, &corr));
+    let cp = server.checkpoint();
+    assert_eq!(cp.size, 3);
+    server.stop();
+
+    // Leave the history as an older version wrote it: its checkpoints signed under the name
+    // stored in the key file, the origin prefix.
+    let key = veritrail_store::keys::load_signer(&data).expect("the signing key");
+    let history = data.join("tenants/default/checkpoints.log");
+    std::fs::remove_file(&history).expect("removing the history");
+    let old = veritrail_store::checkpoints::Checkpoints::open(&history, &key.verifier())
+        .expect("a new history")
+        .issue(cp.clone(), &key)
+        .expect("signed");
+    assert!(old.note.contains("\n\u{2014} veritrail "), "{}", old.note);
+    let out = support::fsck(&data);
+    assert!(
+        out.status.success(),
+        "fsck of the older history: {}",
+        show(&out)
+    );
+    let legacy = stdout(&cli(&[
+        "key",
+        "show",
+        "--legacy",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]));
+    let legacy = legacy.trim().to_string();
+    assert_eq!(legacy, key.vkey());
+    assert!(opens_with(&old.note, &legacy));
+
+    // The server opens it and signs the same tree again, under the origin's name only.
+    let mut server = Server::start(&data);
+    let vkey = server.vkey();
+    assert!(vkey.starts_with("veritrail/default+"), "{vkey}");
+    let note = server.get("/v1/checkpoint").text;
+    assert_eq!(note.matches('\u{2014}').count(), 1, "one signature: {note}");
+    assert_eq!(support::open_note(&note, &vkey), cp, "the same tree");
+    assert!(!opens_with(&note, &legacy));
+    assert!(
+        !opens_with(&old.note, &vkey),
+        "another name, another key ID"
+    );
+
+    // Its bundles verify with the tenant's key; the older key does not name their signatures.
+    let bundle = scratch.other("after.bundle");
+    let out = cli(&[
+        "export",
+        "--server",
+        &server.url,
+        "-c",
+        &corr,
+        "-o",
+        bundle.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "export: {}", show(&out));
+    let out = verify(&bundle, &vkey);
+    assert!(
+        stdout(&out).contains("OK: 3 events verified"),
+        "{}",
+        show(&out)
+    );
+    let out = verify(&bundle, &legacy);
+    assert_eq!(out.status.code(), Some(1), "older key: {}", show(&out));
+    server.stop();
+    let out = support::fsck(&data);
+    assert!(
+        out.status.success(),
+        "fsck after the upgrade: {}",
+        show(&out)
+    );
 }
 
 #[test]

@@ -212,11 +212,12 @@ fn kubernaut_writes_are_ordinary_events() {
         meta["signature"]
             .as_str()
             .unwrap()
-            .contains("\n— veritrail "),
-        "{meta}"
+            .contains("\n— veritrail/default "),
+        "signed by the key named after the tenant's origin: {meta}"
     );
     assert_eq!(export["detached_signature"], meta["signature"]);
     let vkey = server.get_as(&auditor, "/v1/key").text;
+    assert_eq!(meta["certificate_fingerprint"], vkey.trim(), "{meta}");
     let cp = support::open_note(meta["checkpoint"].as_str().unwrap(), vkey.trim());
     // What Kubernaut's lifecycle e2e test reads.
     assert_eq!(meta["chain_integrity_percentage"], 100.0, "{meta}");

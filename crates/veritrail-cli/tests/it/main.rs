@@ -5,15 +5,17 @@ mod support;
 
 mod access;
 mod bad_input;
-mod bench;
+mod compression;
 mod crash;
 mod damage;
+mod disk_full;
 mod export_verify;
 mod hardening;
 mod import;
 mod jwt;
 mod kubernaut;
 mod kubernaut_client;
+mod migrate;
 mod roundtrip;
 mod tls;
 mod webhook;

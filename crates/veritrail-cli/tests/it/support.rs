@@ -662,7 +662,8 @@ impl RecordSpan {
     }
 }
 
-/// Walks the records of a segment's bytes by their length prefixes (no checksum checks).
+/// Walks the event records of a segment's bytes by their length prefixes (no checksum checks),
+/// passing over the records of signed checkpoints (kind 2).
 pub fn records(bytes: &[u8]) -> Vec<RecordSpan> {
     let mut out = Vec::new();
     let mut at = SEGMENT_HEADER;
@@ -671,7 +672,9 @@ pub fn records(bytes: &[u8]) -> Vec<RecordSpan> {
         if at + RECORD_HEADER + len > bytes.len() {
             break;
         }
-        out.push(RecordSpan { offset: at, len });
+        if bytes[at + 8] == 1 {
+            out.push(RecordSpan { offset: at, len });
+        }
         at += RECORD_HEADER + len;
     }
     assert_eq!(at, bytes.len(), "segment does not end on a record boundary");

@@ -588,15 +588,27 @@ pub fn queue_record(
         "resource_id": caller.tenant,
         "event_data": data,
     });
-    queue(&state.store, &caller.tenant, &event).map(Some)
+    queue(&state.store, &caller.tenant, &event)
+        .map(Some)
+        .map_err(unrecorded)
 }
 
 /// Waits until a queued access event is durable.
 pub async fn wait_recorded(pending: Option<veritrail_store::PendingAppend>) -> Result<(), Problem> {
     if let Some(pending) = pending {
-        crate::ingest::durable(pending).await?;
+        crate::ingest::durable(pending).await.map_err(unrecorded)?;
     }
     Ok(())
+}
+
+/// A look at the trail whose access event could not be recorded is refused: a read that leaves
+/// no trace must not happen. The answer says so, with the cause.
+fn unrecorded(mut p: Problem) -> Problem {
+    p.detail = format!(
+        "refused because this request's access event could not be recorded (every look at the trail leaves a trace): {}",
+        p.detail
+    );
+    p
 }
 
 /// Validates and queues one event of the server's own.
@@ -620,7 +632,8 @@ async fn append(
     tenant: &str,
     event: &Value,
 ) -> Result<(), Problem> {
-    wait_recorded(Some(queue(store, tenant, event)?)).await
+    crate::ingest::durable(queue(store, tenant, event)?).await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -198,8 +198,8 @@ fn build(
     let internal = |m: String| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Export failed", m);
     let manifest = bundle::manifest_text(&cp.checkpoint.origin, size, &root, &pairs, &entries)
         .map_err(|e| internal(e.to_string()))?;
-    let signature = state
-        .signer
+    let signer = state.manifest_signer(&cp)?;
+    let signature = signer
         .sign(&manifest)
         .map_err(|e| internal(e.to_string()))?;
     let now = format_time(&chrono::Utc::now());
@@ -218,7 +218,7 @@ fn build(
             "total_matching_events": window.total,
             "signature": signature,
             "signature_algorithm": "Ed25519 (C2SP signed note over the manifest of exported leaves)",
-            "certificate_fingerprint": state.signer.vkey(),
+            "certificate_fingerprint": signer.vkey(),
             "exported_by": exported_by,
             "checkpoint": cp.note,
             "tree_size": size,

@@ -1,0 +1,201 @@
+//! The index of one segment in memory: the segment being appended to, and a full one until its
+//! sealed index file is written ([`crate::seg_index`] is the same index on disk).
+//!
+//! Per event it keeps the record's offset, the event id, and one posting per indexed field
+//! value; postings list `(event time, local)` pairs in that order, where `local` is the seq minus
+//! the segment's first seq, so that a posting is already in result order. A reader bounds what it
+//! sees by its snapshot's tree size: entries are only ever added past the end.
+
+use std::collections::HashMap;
+
+use uuid::Uuid;
+use veritrail_core::hash::Hash;
+
+use crate::index::{Indexed, Selector, SortKey, INDEXED_FIELDS};
+
+/// Field code of the posting that lists every event of the segment.
+pub const ALL: u8 = 0xff;
+
+/// A term: field code and value.
+pub type Term = (u8, Box<str>);
+
+/// One segment's entries.
+#[derive(Debug, Clone)]
+pub struct Entries {
+    pub ordinal: u32,
+    pub first_seq: u64,
+    /// Record offsets in the segment as appended, by local.
+    pub(crate) offsets: Vec<u64>,
+    /// Leaf hashes by local, as this process computed them from the records (at append, or at
+    /// startup as part of the tree checked against the signed checkpoint): reads of the open
+    /// segments are checked against these.
+    leaves: Vec<Hash>,
+    pub(crate) ids: HashMap<Uuid, u32>,
+    /// Per term, its events' `(time, local)` in that order. [`ALL`] lists every event.
+    pub(crate) postings: HashMap<Term, Vec<(i64, u32)>>,
+    /// Events whose record is damaged (see [`Entries::add_damaged`]).
+    damaged: Vec<u32>,
+    /// The largest tree size a checkpoint recorded in the segment commits to (0: none).
+    pub marked: u64,
+    min_time: i64,
+    max_time: i64,
+}
+
+/// Inserts `key` into a sorted posting; appends are the common case (times mostly grow).
+fn insert_sorted(posting: &mut Vec<(i64, u32)>, key: (i64, u32)) {
+    if posting.last().is_none_or(|last| *last < key) {
+        posting.push(key);
+    } else {
+        let at = posting.partition_point(|k| *k < key);
+        posting.insert(at, key);
+    }
+}
+
+impl Entries {
+    /// No entries yet, for the segment `ordinal` that starts at `first_seq`.
+    pub fn new(ordinal: u32, first_seq: u64) -> Entries {
+        Entries {
+            ordinal,
+            first_seq,
+            offsets: Vec::new(),
+            leaves: Vec::new(),
+            ids: HashMap::new(),
+            postings: HashMap::new(),
+            damaged: Vec::new(),
+            marked: 0,
+            min_time: i64::MAX,
+            max_time: i64::MIN,
+        }
+    }
+
+    /// Earliest and latest event time; `min > max` when empty. A damaged event's time is
+    /// unknown, so it widens the range to every time.
+    pub fn time_range(&self) -> (i64, i64) {
+        if self.damaged.is_empty() {
+            (self.min_time, self.max_time)
+        } else {
+            (i64::MIN, i64::MAX)
+        }
+    }
+
+    /// Events held.
+    pub fn len(&self) -> u64 {
+        self.offsets.len() as u64
+    }
+
+    /// True when no event is held.
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// The seq just past the last event.
+    pub fn end(&self) -> u64 {
+        self.first_seq + self.len()
+    }
+
+    /// Adds the next event, recorded at `offset` of the segment, with its leaf hash.
+    pub fn add(&mut self, event: &impl Indexed, offset: u64, leaf: Hash) {
+        let local = self.offsets.len() as u32;
+        self.leaves.push(leaf);
+        let key = (event.time_us(), local);
+        self.min_time = self.min_time.min(key.0);
+        self.max_time = self.max_time.max(key.0);
+        self.offsets.push(offset);
+        self.ids.insert(event.id(), local);
+        insert_sorted(self.postings.entry((ALL, "".into())).or_default(), key);
+        for (code, name) in INDEXED_FIELDS.iter().enumerate() {
+            if let Some(v) = event.field(name) {
+                let term = (code as u8, Box::from(v));
+                insert_sorted(self.postings.entry(term).or_default(), key);
+            }
+        }
+    }
+
+    /// Adds the next event, whose record at `offset` is damaged (its checksum fails), with the
+    /// id its bytes still show, if any. Its fields are unknown, so every query over the segment
+    /// takes it as a candidate: reading it fails, and the query fails with it, rather than leave
+    /// out an event it might have matched.
+    pub fn add_damaged(&mut self, offset: u64, id: Option<Uuid>, leaf: Hash) {
+        let local = self.offsets.len() as u32;
+        self.offsets.push(offset);
+        self.leaves.push(leaf);
+        if let Some(id) = id {
+            self.ids.insert(id, local);
+        }
+        self.damaged.push(local);
+    }
+
+    /// The offset of `seq`'s record, if this segment holds it below `size`.
+    pub fn offset(&self, seq: u64, size: u64) -> Option<u64> {
+        let local = seq.checked_sub(self.first_seq).filter(|_| seq < size)?;
+        self.offsets.get(usize::try_from(local).ok()?).copied()
+    }
+
+    /// The leaf hash of `seq`, if held below `size`.
+    pub fn leaf(&self, seq: u64, size: u64) -> Option<Hash> {
+        let local = seq.checked_sub(self.first_seq).filter(|_| seq < size)?;
+        self.leaves.get(usize::try_from(local).ok()?).copied()
+    }
+
+    /// The seq of event `id`, if held below `size`.
+    pub fn seq_of(&self, id: &Uuid, size: u64) -> Option<u64> {
+        let seq = self.first_seq + u64::from(*self.ids.get(id)?);
+        (seq < size).then_some(seq)
+    }
+
+    /// The sort keys in `[lo, hi)` of the terms `selector` picks, below `size`, in order.
+    pub fn candidates(
+        &self,
+        selector: &Selector,
+        lo: SortKey,
+        hi: SortKey,
+        size: u64,
+    ) -> Vec<SortKey> {
+        let mut out = Vec::new();
+        let mut lists = 0;
+        let mut visit = |posting: &Vec<(i64, u32)>| {
+            let keys = posting
+                .iter()
+                .map(|&(t, local)| (t, self.first_seq + u64::from(local)));
+            out.extend(keys.filter(|k| k.1 < size && *k >= lo && *k < hi));
+            lists += 1;
+        };
+        match selector.exact() {
+            Some(term) => self.postings.get(&term).into_iter().for_each(&mut visit),
+            None => self
+                .postings
+                .iter()
+                .filter(|(term, _)| selector.matches(term.0, &term.1))
+                .for_each(|(_, p)| visit(p)),
+        }
+        for &local in &self.damaged {
+            // Placed at the earliest time the query and the segment allow.
+            let time = self.min_time.min(self.max_time).clamp(lo.0, hi.0.max(lo.0));
+            let key = (time, self.first_seq + u64::from(local));
+            if key.1 < size && key >= lo && key < hi {
+                out.push(key);
+                lists += 1;
+            }
+        }
+        if lists > 1 {
+            out.sort_unstable();
+        }
+        out
+    }
+
+    /// Events per value of field `code`.
+    pub fn counts(&self, code: u8, size: u64) -> Vec<(String, u64)> {
+        self.postings
+            .iter()
+            .filter(|((c, _), _)| *c == code)
+            .map(|((_, v), p)| {
+                let n = p
+                    .iter()
+                    .filter(|(_, l)| self.first_seq + u64::from(*l) < size)
+                    .count();
+                (v.to_string(), n as u64)
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
+    }
+}

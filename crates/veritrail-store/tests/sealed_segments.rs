@@ -1,0 +1,261 @@
+//! Full segments are sealed in the background (zstd blocks with a block index). Every event reads
+//! back the same from them, verified, across restarts and a rebuild of the index; damage inside a
+//! compressed block is detected, named by its seqs, and never served.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use uuid::Uuid;
+use veritrail_core::event::Event;
+use veritrail_core::hash::Hash;
+use veritrail_store::log::{LogConfig, TenantLog};
+use veritrail_store::sealed::SealedSegment;
+
+fn event(i: usize) -> Event {
+    Event::from_json(
+        &json!({
+            "event_type": "test.thing.done",
+            "event_timestamp": format!("2025-01-01T00:{:02}:{:02}Z", i / 60 % 60, i % 60),
+            "event_category": "test",
+            "event_action": "done",
+            "event_outcome": if i.is_multiple_of(7) { "failure" } else { "success" },
+            "actor_id": format!("svc-{}", i % 5),
+            "correlation_id": format!("op-{}", i % 13),
+            "event_data": {"i": i, "note": "the same words again and again, as audit events are"}
+        }),
+        Uuid::now_v7,
+    )
+    .expect("valid event")
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 200 << 10,
+        ..LogConfig::default()
+    }
+}
+
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
+        .expect("log dir")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    found.sort();
+    found
+}
+
+/// Waits until every segment but the newest is sealed.
+fn wait_sealed(dir: &Path) -> Vec<PathBuf> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (sealed, appended) = (files(dir, ".zseg"), files(dir, ".seg"));
+        if appended.len() == 1 && !sealed.is_empty() {
+            return sealed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "segments were not sealed: {appended:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn append_all(log: &TenantLog, n: usize) -> Vec<(Uuid, Hash)> {
+    let mut out = Vec::new();
+    for start in (0..n).step_by(20) {
+        let events: Vec<Event> = (start..(start + 20).min(n)).map(event).collect();
+        let appended = log
+            .append(events.clone())
+            .expect("queued")
+            .blocking_recv()
+            .expect("answered")
+            .expect("durable");
+        out.extend(
+            events
+                .iter()
+                .map(|e| e.event_id)
+                .zip(appended.receipts.iter().map(|r| r.leaf_hash)),
+        );
+        // Checkpoint markers between the events, so that sealed blocks carry some.
+        if start % 200 == 0 {
+            log.mark_checkpoint(appended.tree_size, "a signed note");
+        }
+    }
+    out
+}
+
+fn check_all(log: &TenantLog, expected: &[(Uuid, Hash)]) {
+    let reader = log.index_reader().expect("reader");
+    for (seq, (id, leaf)) in expected.iter().enumerate() {
+        let stored = log.read(&reader, seq as u64).expect("reads back verified");
+        assert_eq!(stored.leaf_hash, *leaf, "seq {seq}");
+        assert_eq!(stored.leaf().expect("decodes").event_id(), Some(*id));
+    }
+}
+
+#[test]
+fn sealed_segments_serve_the_same_events_and_name_damage() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expected;
+    let root;
+    {
+        let log = TenantLog::open(dir.path(), "t", config()).expect("open");
+        expected = append_all(&log, 3000);
+        let sealed = wait_sealed(dir.path());
+        assert!(sealed.len() >= 3, "{sealed:?}");
+        check_all(&log, &expected);
+        root = log.head().expect("head").root;
+    }
+    let sealed = files(dir.path(), ".zseg");
+    let first = SealedSegment::open(&sealed[0], 1).expect("opens");
+    assert!(
+        first.file_len() * 3 < first.raw_len,
+        "compressed: {} of {} bytes",
+        first.file_len(),
+        first.raw_len
+    );
+    // A restart, and a rebuild of the index from nothing, read the sealed segments, and find
+    // the checkpoints the log recorded.
+    let marked;
+    {
+        let log = TenantLog::open(dir.path(), "t", config()).expect("reopen");
+        check_all(&log, &expected);
+        marked = log.marked();
+        assert_eq!(
+            marked, 2820,
+            "the last marker, after the batch that starts at 2800"
+        );
+    }
+    std::fs::remove_dir_all(dir.path().join(veritrail_store::index::INDEX_DIR)).expect("rm index");
+    {
+        let log = TenantLog::open(dir.path(), "t", config()).expect("rebuilds");
+        assert_eq!(log.head().expect("head").root, root);
+        check_all(&log, &expected);
+        assert_eq!(log.marked(), marked);
+    }
+    let vkey = veritrail_core::note::NoteSigner::new("test", &[7; 32])
+        .expect("signer")
+        .verifier();
+    let clean = veritrail_store::fsck::check(dir.path(), &vkey, |_, _| {}).expect("fsck");
+    // The one finding: this test wrote checkpoint markers without a checkpoint history, and
+    // fsck reads them in sealed and appended segments alike.
+    let history = veritrail_store::fsck::history_removed(2820, None);
+    assert_eq!(clean.problems, vec![history.clone()]);
+    assert_eq!(clean.events, 3000);
+
+    // One flipped byte in the middle of the second block of the first sealed segment.
+    let block = first.blocks[1];
+    drop(first);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&sealed[0])
+        .expect("open");
+    let at = block.file_offset + u64::from(block.packed_len) / 2;
+    let mut b = [0u8; 1];
+    f.read_exact_at(&mut b, at).expect("read");
+    f.write_all_at(&[b[0] ^ 0x10], at).expect("flip");
+    drop(f);
+    let range = format!("block 1 (seq {}–{})", block.first_seq, block.seqs().end - 1);
+    let report = veritrail_store::fsck::check(dir.path(), &vkey, |_, _| {}).expect("fsck");
+    assert!(
+        report.problems.iter().any(|p| p.contains(&range)),
+        "{range} not named in {:?}",
+        report.problems
+    );
+    assert_eq!(
+        report.events, 3000,
+        "the events after the block are still checked"
+    );
+    let log = TenantLog::open(dir.path(), "t", config()).expect("opens: the tail is intact");
+    let reader = log.index_reader().expect("reader");
+    let err = log
+        .read(&reader, block.first_seq)
+        .expect_err("damage is never served")
+        .to_string();
+    assert!(err.contains(&range), "{err}");
+    let before = log
+        .read(&reader, block.first_seq - 1)
+        .expect("block 0 still reads");
+    assert_eq!(before.leaf_hash, expected[block.first_seq as usize - 1].1);
+}
+
+/// An attacker with write access rewrites one sealed event (a valid record with its checksum,
+/// recompressed into a valid sealed file) and its leaf hash in the node files. The read checks
+/// the record against the signed root, not against the stored leaf, and refuses it.
+#[test]
+fn a_forged_sealed_record_and_leaf_are_refused_at_read_time() {
+    use veritrail_store::segment::{self, RecordKind};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (expected, head) = {
+        let log = TenantLog::open(dir.path(), "t", config()).expect("open");
+        let expected = append_all(&log, 2000);
+        wait_sealed(dir.path());
+        let head = log.head().expect("head");
+        (expected, head)
+    };
+    let log_dir = dir.path().join("log");
+    let sealed_path = files(dir.path(), ".zseg")[0].clone();
+    let seg = SealedSegment::open(&sealed_path, 1).expect("opens");
+    // The segment as appended: header, then every block's records.
+    let scratch = tempfile::tempdir().expect("scratch");
+    drop(segment::create(scratch.path(), 1, seg.first_seq).expect("header"));
+    let mut raw = std::fs::read(scratch.path().join(segment::file_name(1))).expect("header");
+    for k in 0..seg.blocks.len() {
+        raw.extend(seg.read_block(k).expect("block"));
+    }
+    let victim = 5u64;
+    let (record, offset) = seg
+        .records(
+            seg.block_at(seg.blocks[0].raw_offset).expect("block 0"),
+            &seg.read_block(0).expect("block"),
+        )
+        .expect("records")
+        .into_iter()
+        .find(|(r, _)| r.seq == victim)
+        .expect("the victim");
+    let forged_payload = String::from_utf8(record.payload.clone())
+        .expect("utf-8")
+        .replace("svc-0", "svc-9")
+        .into_bytes();
+    assert_eq!(forged_payload.len(), record.payload.len());
+    assert_ne!(forged_payload, record.payload);
+    let mut forged = Vec::new();
+    segment::encode_record(RecordKind::Event, victim, &forged_payload, &mut forged);
+    raw[offset as usize..offset as usize + forged.len()].copy_from_slice(&forged);
+    drop(seg);
+    std::fs::remove_file(&sealed_path).expect("rm sealed");
+    std::fs::write(log_dir.join(segment::file_name(1)), &raw).expect("forged segment");
+    veritrail_store::sealed::seal(&log_dir, 1).expect("resealed");
+    std::fs::remove_file(log_dir.join(segment::file_name(1))).expect("rm appended");
+    // The forged leaf hash, in the node files too.
+    let leaves = dir
+        .path()
+        .join(veritrail_store::index::INDEX_DIR)
+        .join("level-00.dat");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&leaves)
+        .expect("leaves");
+    f.write_all_at(
+        &veritrail_core::hash::leaf_hash(&forged_payload),
+        victim * 32,
+    )
+    .expect("forge the leaf");
+    drop(f);
+
+    let log = TenantLog::open_trusting(dir.path(), "t", config(), Some((head.size, head.root)))
+        .expect("opens: nothing read at startup touches the forged block");
+    let reader = log.index_reader().expect("reader");
+    let err = log
+        .read(&reader, victim)
+        .expect_err("the forgery is refused")
+        .to_string();
+    assert!(err.contains("seq 5") && err.contains("altered"), "{err}");
+    // Its neighbours, unforged, are served.
+    let next = log.read(&reader, victim + 1).expect("a neighbour reads");
+    assert_eq!(next.leaf_hash, expected[victim as usize + 1].1);
+}
