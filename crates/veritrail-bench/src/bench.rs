@@ -190,15 +190,19 @@ fn start_server(exe: &Path) -> anyhow::Result<OwnServer> {
     Ok(server)
 }
 
-/// A producer key and an auditor key for one run, revoked when dropped.
+/// Producer keys (one per [`CLIENTS_PER_KEY`] clients: the server admits at most 16 requests
+/// of one key at once) and an auditor key for one run, revoked when dropped.
 struct RunKeys {
     admin: Client,
-    producer: (String, String),
+    producers: Vec<(String, String)>,
     auditor: (String, String),
 }
 
+/// Clients that share one producer key.
+const CLIENTS_PER_KEY: usize = 16;
+
 impl RunKeys {
-    fn create(url: &str, admin_key: &str) -> anyhow::Result<RunKeys> {
+    fn create(url: &str, admin_key: &str, clients: usize) -> anyhow::Result<RunKeys> {
         let admin = Client::new(url, Some(admin_key))?;
         let make = |role: &str| -> anyhow::Result<(String, String)> {
             let body = json!({"tenant": "default", "role": role, "name": format!("bench-{role}"), "expires": "1d"});
@@ -209,11 +213,13 @@ impl RunKeys {
             let field = |n: &str| k[n].as_str().unwrap_or_default().to_string();
             Ok((field("id"), field("key")))
         };
-        let producer = make("producer")?;
+        let producers = (0..clients.div_ceil(CLIENTS_PER_KEY).max(1))
+            .map(|_| make("producer"))
+            .collect::<anyhow::Result<_>>()?;
         let auditor = make("auditor")?;
         Ok(RunKeys {
             admin,
-            producer,
+            producers,
             auditor,
         })
     }
@@ -221,7 +227,7 @@ impl RunKeys {
 
 impl Drop for RunKeys {
     fn drop(&mut self) {
-        for (id, _) in [&self.producer, &self.auditor] {
+        for (id, _) in self.producers.iter().chain([&self.auditor]) {
             let _ = self.admin.delete(&format!("/v1/admin/keys/{id}"));
         }
     }
@@ -438,7 +444,7 @@ pub(crate) fn drive<C, B: Sync>(
     clients: usize,
     pool: &Pool<B>,
     server: Option<u32>,
-    connect: impl Fn() -> anyhow::Result<C> + Sync,
+    connect: impl Fn(usize) -> anyhow::Result<C> + Sync,
     send: impl Fn(&mut C, &B) -> anyhow::Result<()> + Sync,
 ) -> anyhow::Result<Ingest> {
     let gate = Barrier::new(clients + 1);
@@ -448,7 +454,7 @@ pub(crate) fn drive<C, B: Sync>(
             .map(|c| {
                 let (gate, failed, connect, send) = (&gate, &failed, &connect, &send);
                 s.spawn(move || -> anyhow::Result<Vec<Duration>> {
-                    let conn = caught("connecting", catch_unwind(AssertUnwindSafe(connect)));
+                    let conn = caught("connecting", catch_unwind(AssertUnwindSafe(|| connect(c))));
                     if conn.is_err() {
                         failed.store(true, Ordering::Relaxed);
                     }
@@ -568,10 +574,11 @@ fn encode_bodies(work: &Workload, quiet: bool) -> anyhow::Result<Pool<Bytes>> {
     })
 }
 
-/// Sends every batch to Veritrail's `POST /v1/events` with the producer `key`.
+/// Sends every batch to Veritrail's `POST /v1/events`, client `c` with producer key
+/// `keys[c / CLIENTS_PER_KEY]` (none without keys).
 fn ingest(
     url: &str,
-    key: Option<&str>,
+    keys: &[String],
     work: &Workload,
     clients: usize,
     pool: &Pool<Bytes>,
@@ -582,10 +589,10 @@ fn ingest(
         clients,
         pool,
         server,
-        || Client::new(url, key),
+        |c| Client::new(url, keys.get(c / CLIENTS_PER_KEY).map(String::as_str)),
         |client, body| {
             // The receipts are read whole, as a producer reads them, and not decoded.
-            client.post_json("/v1/events", body.clone())?.bytes()?;
+            client.post_json_retrying("/v1/events", body)?.bytes()?;
             Ok(())
         },
     )
@@ -608,10 +615,16 @@ fn run_veritrail(args: &BenchArgs, work: &Workload) -> anyhow::Result<Value> {
         .admin_key
         .clone()
         .or_else(|| own.as_ref().map(|o| o.admin_key.clone()));
-    let keys = admin_key.map(|k| RunKeys::create(&url, &k)).transpose()?;
+    let keys = admin_key
+        .map(|k| RunKeys::create(&url, &k, args.clients))
+        .transpose()?;
     let key = |f: fn(&RunKeys) -> &str| keys.as_ref().map(f);
     let pool = encode_bodies(work, args.json)?;
-    let ingest = ingest(&url, key(|k| &k.producer.1), work, args.clients, &pool, pid)?;
+    let producer_keys: Vec<String> = keys
+        .iter()
+        .flat_map(|k| k.producers.iter().map(|p| p.1.clone()))
+        .collect();
+    let ingest = ingest(&url, &producer_keys, work, args.clients, &pool, pid)?;
     drop(pool);
     let client = Client::new(&url, key(|k| &k.auditor.1))?;
     // Like the PostgreSQL side, which receives its rows without decoding them, take the whole

@@ -495,7 +495,7 @@ fn measure<B: Sync>(
         clients,
         pool,
         target.pid,
-        || Ok(Client::connect(url, NoTls)?),
+        |_| Ok(Client::connect(url, NoTls)?),
         send,
     )?;
     client.batch_execute("ANALYZE audit_events")?;

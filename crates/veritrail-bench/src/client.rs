@@ -2,6 +2,7 @@
 //! revoking the run's keys.
 
 use anyhow::{bail, Context};
+use bytes::Bytes;
 use reqwest::blocking::{Body, RequestBuilder, Response};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Method;
@@ -53,6 +54,25 @@ impl Client {
                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
                 .body(body),
         )
+    }
+
+    /// POST a JSON body the way a producer does: a 429 or 503 (overload) is sent again after a
+    /// pause, any other failure is an error.
+    pub fn post_json_retrying(&self, path: &str, body: &Bytes) -> anyhow::Result<Response> {
+        loop {
+            let resp = self
+                .request(Method::POST, path)
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body.clone())
+                .send()
+                .with_context(|| format!("cannot reach the Veritrail server at {}", self.base))?;
+            let status = resp.status().as_u16();
+            if status != 429 && status != 503 {
+                return check(resp);
+            }
+            // Shorter than the server's Retry-After (seconds): the load stays at the limit.
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
     }
 
     /// GET with query parameters; the response must be a success.

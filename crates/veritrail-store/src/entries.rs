@@ -31,8 +31,8 @@ pub struct Entries {
     /// segments are checked against these.
     leaves: Vec<Hash>,
     pub(crate) ids: HashMap<Uuid, u32>,
-    /// Per term, its events' `(time, local)` in that order. [`ALL`] lists every event.
-    pub(crate) postings: HashMap<Term, Vec<(i64, u32)>>,
+    /// Per term, its events' `(time, local)`. [`ALL`] lists every event.
+    pub(crate) postings: HashMap<Term, Posting>,
     /// Events whose record is damaged (see [`Entries::add_damaged`]).
     damaged: Vec<u32>,
     /// The largest tree size a checkpoint recorded in the segment commits to (0: none).
@@ -41,14 +41,52 @@ pub struct Entries {
     max_time: i64,
 }
 
-/// Inserts `key` into a sorted posting; appends are the common case (times mostly grow).
-fn insert_sorted(posting: &mut Vec<(i64, u32)>, key: (i64, u32)) {
-    if posting.last().is_none_or(|last| *last < key) {
-        posting.push(key);
-    } else {
-        let at = posting.partition_point(|k| *k < key);
-        posting.insert(at, key);
+/// One term's events as `(time, local)`: a sorted run, and a short unsorted tail of the newest
+/// that is merged into the run once it grows past an eighth of it. Events arrive in seq order but
+/// not in time order (a client's clock, a late batch), so keeping one sorted vector would move
+/// half of it on every out-of-order event; this costs a few moves per event on average.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Posting {
+    sorted: Vec<(i64, u32)>,
+    tail: Vec<(i64, u32)>,
+}
+
+impl Posting {
+    fn push(&mut self, key: (i64, u32)) {
+        if self.tail.is_empty() && self.sorted.last().is_none_or(|last| *last < key) {
+            self.sorted.push(key);
+            return;
+        }
+        self.tail.push(key);
+        if self.tail.len() > (self.sorted.len() / 8).max(64) {
+            let tail = std::mem::take(&mut self.tail);
+            self.sorted = merge(&self.sorted, tail);
+        }
     }
+
+    /// Every entry, in order.
+    pub(crate) fn entries(&self) -> Vec<(i64, u32)> {
+        merge(&self.sorted, self.tail.clone())
+    }
+}
+
+/// The sorted run `a` merged with the entries of `b` (any order).
+fn merge(a: &[(i64, u32)], mut b: Vec<(i64, u32)>) -> Vec<(i64, u32)> {
+    b.sort_unstable();
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if a[i] <= b[j] {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
 }
 
 impl Entries {
@@ -102,11 +140,11 @@ impl Entries {
         self.max_time = self.max_time.max(key.0);
         self.offsets.push(offset);
         self.ids.insert(event.id(), local);
-        insert_sorted(self.postings.entry((ALL, "".into())).or_default(), key);
+        self.postings.entry((ALL, "".into())).or_default().push(key);
         for (code, name) in INDEXED_FIELDS.iter().enumerate() {
             if let Some(v) = event.field(name) {
                 let term = (code as u8, Box::from(v));
-                insert_sorted(self.postings.entry(term).or_default(), key);
+                self.postings.entry(term).or_default().push(key);
             }
         }
     }
@@ -152,13 +190,28 @@ impl Entries {
         size: u64,
     ) -> Vec<SortKey> {
         let mut out = Vec::new();
-        let mut lists = 0;
-        let mut visit = |posting: &Vec<(i64, u32)>| {
-            let keys = posting
-                .iter()
-                .map(|&(t, local)| (t, self.first_seq + u64::from(local)));
-            out.extend(keys.filter(|k| k.1 < size && *k >= lo && *k < hi));
-            lists += 1;
+        // Keys come in order from one sorted run; anything more (the tail, several terms, a
+        // damaged event) needs a sort at the end.
+        let mut runs = 0;
+        let mut in_order = true;
+        let first = self.first_seq;
+        let key = |&(t, local): &(i64, u32)| (t, first + u64::from(local));
+        let mut visit = |posting: &Posting| {
+            // The sorted run by binary search; the short tail by a scan.
+            let run = &posting.sorted;
+            let from = run.partition_point(|e| key(e) < lo);
+            let to = run.partition_point(|e| key(e) < hi);
+            out.extend(run[from..to].iter().map(key).filter(|k| k.1 < size));
+            let before = out.len();
+            out.extend(
+                posting
+                    .tail
+                    .iter()
+                    .map(key)
+                    .filter(|k| k.1 < size && *k >= lo && *k < hi),
+            );
+            in_order &= out.len() == before;
+            runs += 1;
         };
         match selector.exact() {
             Some(term) => self.postings.get(&term).into_iter().for_each(&mut visit),
@@ -174,10 +227,10 @@ impl Entries {
             let key = (time, self.first_seq + u64::from(local));
             if key.1 < size && key >= lo && key < hi {
                 out.push(key);
-                lists += 1;
+                in_order = false;
             }
         }
-        if lists > 1 {
+        if !in_order || runs > 1 {
             out.sort_unstable();
         }
         out
@@ -190,7 +243,9 @@ impl Entries {
             .filter(|((c, _), _)| *c == code)
             .map(|((_, v), p)| {
                 let n = p
+                    .sorted
                     .iter()
+                    .chain(&p.tail)
                     .filter(|(_, l)| self.first_seq + u64::from(*l) < size)
                     .count();
                 (v.to_string(), n as u64)

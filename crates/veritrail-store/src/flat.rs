@@ -102,9 +102,15 @@ impl FlatFiles {
 
     /// Writes perfect node `index` of `level`.
     pub fn put_node(&self, level: u32, index: u64, hash: &[u8; 32]) -> std::io::Result<()> {
+        self.put_nodes(level, index, hash)
+    }
+
+    /// Writes consecutive perfect nodes of `level` from `index` on, in one write.
+    pub fn put_nodes(&self, level: u32, index: u64, hashes: &[u8]) -> std::io::Result<()> {
+        debug_assert_eq!(hashes.len() as u64 % NODE_WIDTH, 0);
         self.level(level as usize, true)?
             .ok_or_else(|| std::io::Error::other("tree level out of range"))?
-            .write_all_at(hash, index * NODE_WIDTH)
+            .write_all_at(hashes, index * NODE_WIDTH)
     }
 
     /// Reads perfect node `index` of `level` (the caller checks it is complete in its snapshot).

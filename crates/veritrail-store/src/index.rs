@@ -404,14 +404,27 @@ impl Index {
     /// find them, and written by a later call.
     pub(crate) fn put_nodes(&self, nodes: &[(u32, u64, Hash)]) -> Result<(), StoreError> {
         let mut unwritten = self.unwritten.write().map_err(|_| poisoned())?;
-        let earlier: Vec<_> = unwritten.iter().map(|(&(l, i), h)| (l, i, *h)).collect();
-        for &(level, index, hash) in earlier.iter().chain(nodes) {
-            if let Err(e) = self.flat.put_node(level, index, &hash) {
-                unwritten.extend(nodes.iter().map(|&(l, i, h)| ((l, i), h)));
-                return Err(StoreError::Unwritable(format!("writing a tree node: {e}")));
+        let mut all: Vec<(u32, u64, Hash)> =
+            unwritten.iter().map(|(&(l, i), h)| (l, i, *h)).collect();
+        all.extend_from_slice(nodes);
+        // Runs of consecutive nodes of one level go to their file in one write.
+        all.sort_unstable_by_key(|&(l, i, _)| (l, i));
+        all.dedup_by_key(|&mut (l, i, _)| (l, i));
+        let mut k = 0;
+        while k < all.len() {
+            let (level, first, _) = all[k];
+            let mut run = Vec::with_capacity(32 * 64);
+            while k < all.len() && all[k].0 == level && all[k].1 == first + (run.len() / 32) as u64
+            {
+                run.extend_from_slice(&all[k].2);
+                k += 1;
             }
-            unwritten.remove(&(level, index));
+            if let Err(e) = self.flat.put_nodes(level, first, &run) {
+                unwritten.extend(all.iter().map(|&(l, i, h)| ((l, i), h)));
+                return Err(StoreError::Unwritable(format!("writing tree nodes: {e}")));
+            }
         }
+        unwritten.clear();
         Ok(())
     }
 

@@ -43,6 +43,10 @@ pub struct LogConfig {
     pub max_group_events: usize,
     /// Bytes of decompressed sealed blocks kept for reads.
     pub block_cache_bytes: u64,
+    /// Full segments waiting for the sealer beyond which appends are refused (overload): each
+    /// keeps its index in memory until it is sealed, so this bounds memory when ingest outruns
+    /// sealing.
+    pub max_unsealed_segments: usize,
 }
 
 impl Default for LogConfig {
@@ -52,6 +56,7 @@ impl Default for LogConfig {
             max_queued_events: 100_000,
             max_group_events: 20_000,
             block_cache_bytes: 16 << 20,
+            max_unsealed_segments: 4,
         }
     }
 }
@@ -178,6 +183,7 @@ pub struct TenantLog {
     queue: Mutex<Option<SyncSender<Request>>>,
     queued: Arc<AtomicUsize>,
     max_queued: usize,
+    max_unsealed: usize,
     /// Tells the sealer to leave its backlog at close.
     stop_sealing: Arc<AtomicBool>,
     /// The writer and sealer threads, joined in that order at close.
@@ -262,6 +268,7 @@ impl TenantLog {
             queue: Mutex::new(Some(tx)),
             queued,
             max_queued: config.max_queued_events,
+            max_unsealed: config.max_unsealed_segments,
             stop_sealing,
             threads: Mutex::new(vec![writer, sealer]),
         })
@@ -319,7 +326,8 @@ impl TenantLog {
     ) -> Result<oneshot::Receiver<Result<Appended, StoreError>>, StoreError> {
         let n = events.len();
         let before = self.queued.fetch_add(n, Ordering::AcqRel);
-        if before > 0 && before + n > self.max_queued {
+        let sealing_behind = self.index.unsealed() > self.max_unsealed;
+        if sealing_behind || (before > 0 && before + n > self.max_queued) {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             return Err(StoreError::Overloaded { queued: before });
         }

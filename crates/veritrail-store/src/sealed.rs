@@ -10,10 +10,12 @@
 //!
 //! ```text
 //! header (32 bytes):  magic "VTSEAL\0\x01" | ordinal u32 | first_seq u64 | raw_len u64 | crc32c(previous 28 bytes) u32
-//! blocks:             zstd frame of block 0 | zstd frame of block 1 | …
+//! blocks:             zstd frame of block 0 | zstd frame of block 1 | …  (each compressed with the dictionary, if any)
+//! dictionary:         a zstd dictionary trained on the segment's records; empty when training found none
 //! block index:        one 40-byte entry per block:
 //!                     raw_offset u64 | first_seq u64 | records u32 | raw_len u32 | file_offset u64 | packed_len u32 | crc32c(frame) u32
-//! footer (24 bytes):  index_offset u64 | blocks u32 | crc32c(block index) u32 | crc32c(previous 16 bytes) u32 | magic "VTSE"
+//! footer (32 bytes):  index_offset u64 | blocks u32 | dictionary length u32 | crc32c(block index) u32 | crc32c(dictionary) u32
+//!                     | crc32c(previous 24 bytes) u32 | magic "VTSE"
 //! ```
 //!
 //! `raw_offset` is where the block's first record sat in the `.seg` file, so a record keeps its
@@ -38,11 +40,17 @@ pub const SEALED_HEADER_LEN: u64 = 32;
 /// Bytes in one block index entry.
 pub const BLOCK_ENTRY_LEN: usize = 40;
 /// Bytes in the footer.
-pub const FOOTER_LEN: u64 = 24;
+pub const FOOTER_LEN: u64 = 32;
 /// Uncompressed bytes per block, at most (a larger record gets a block of its own): small enough
 /// that one read decompresses little, large enough that zstd finds the repetition between
 /// events.
-pub const BLOCK_BYTES: usize = 64 * 1024;
+pub const BLOCK_BYTES: usize = 16 * 1024;
+/// Largest dictionary trained for a segment. A dictionary carries what events have in common
+/// (field names, event types, services), which lets small blocks compress almost as well as
+/// large ones.
+pub const DICT_BYTES: usize = 32 * 1024;
+/// Records sampled to train the dictionary.
+const DICT_SAMPLES: usize = 2000;
 /// zstd level of sealed blocks. Sealing runs off the ingest path, once per segment.
 pub const LEVEL: i32 = 3;
 
@@ -156,7 +164,6 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SealedError + '_ {
 }
 
 /// An open sealed segment: its file and its block index.
-#[derive(Debug)]
 pub struct SealedSegment {
     file: File,
     path: PathBuf,
@@ -165,6 +172,21 @@ pub struct SealedSegment {
     /// Length of the segment as appended (header included): the end of its last record.
     pub raw_len: u64,
     pub blocks: Vec<Block>,
+    /// The dictionary the blocks were compressed with, prepared for decompression.
+    dict: Option<zstd::dict::DecoderDictionary<'static>>,
+    /// Bytes of the file.
+    len: u64,
+}
+
+impl std::fmt::Debug for SealedSegment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SealedSegment")
+            .field("path", &self.path)
+            .field("first_seq", &self.first_seq)
+            .field("blocks", &self.blocks.len())
+            .field("dictionary", &self.dict.is_some())
+            .finish()
+    }
 }
 
 impl SealedSegment {
@@ -194,10 +216,15 @@ impl SealedSegment {
         let mut f = [0u8; FOOTER_LEN as usize];
         file.read_exact_at(&mut f, len - FOOTER_LEN)
             .map_err(io_err(path))?;
-        if f[20..] != END_MAGIC || crc32c::crc32c(&f[..16]) != u32_le(&f, 16) {
+        if f[28..] != END_MAGIC || crc32c::crc32c(&f[..24]) != u32_le(&f, 24) {
             return Err(bad("bad footer (the file is incomplete or damaged)".into()));
         }
         let (index_offset, count) = (u64_le(&f, 0), u32_le(&f, 8) as usize);
+        let dict_len = u64::from(u32_le(&f, 12));
+        let dict_offset = index_offset
+            .checked_sub(dict_len)
+            .filter(|o| *o >= SEALED_HEADER_LEN)
+            .ok_or_else(|| bad("the footer's dictionary does not fit the file".into()))?;
         let index_len = count
             .checked_mul(BLOCK_ENTRY_LEN)
             .filter(|n| index_offset.checked_add(*n as u64) == Some(len - FOOTER_LEN))
@@ -205,14 +232,20 @@ impl SealedSegment {
         let mut index = vec![0u8; index_len];
         file.read_exact_at(&mut index, index_offset)
             .map_err(io_err(path))?;
-        if crc32c::crc32c(&index) != u32_le(&f, 12) {
+        if crc32c::crc32c(&index) != u32_le(&f, 16) {
             return Err(bad("block index checksum fails".into()));
+        }
+        let mut dict = vec![0u8; dict_len as usize];
+        file.read_exact_at(&mut dict, dict_offset)
+            .map_err(io_err(path))?;
+        if crc32c::crc32c(&dict) != u32_le(&f, 20) {
+            return Err(bad("dictionary checksum fails".into()));
         }
         let blocks: Vec<Block> = index
             .chunks_exact(BLOCK_ENTRY_LEN)
             .map(Block::decode)
             .collect();
-        check_blocks(&blocks, first_seq, raw_len, index_offset).map_err(bad)?;
+        check_blocks(&blocks, first_seq, raw_len, dict_offset).map_err(bad)?;
         Ok(SealedSegment {
             file,
             path: path.to_path_buf(),
@@ -220,6 +253,8 @@ impl SealedSegment {
             first_seq,
             raw_len,
             blocks,
+            dict: (!dict.is_empty()).then(|| zstd::dict::DecoderDictionary::copy(&dict)),
+            len,
         })
     }
 
@@ -230,10 +265,7 @@ impl SealedSegment {
 
     /// Bytes of the sealed file.
     pub fn file_len(&self) -> u64 {
-        self.blocks.last().map_or(SEALED_HEADER_LEN, |b| {
-            b.file_offset + u64::from(b.packed_len)
-        }) + (self.blocks.len() * BLOCK_ENTRY_LEN) as u64
-            + FOOTER_LEN
+        self.len
     }
 
     /// The path of the file.
@@ -267,8 +299,11 @@ impl SealedSegment {
         if crc32c::crc32c(&packed) != b.crc {
             return Err(bad("compressed block checksum fails".into()));
         }
-        let raw = zstd::bulk::decompress(&packed, b.raw_len as usize)
-            .map_err(|e| bad(format!("does not decompress: {e}")))?;
+        let raw = match &self.dict {
+            Some(dict) => decompress_with(dict, &packed, b.raw_len as usize),
+            None => zstd::bulk::decompress(&packed, b.raw_len as usize),
+        }
+        .map_err(|e| bad(format!("does not decompress: {e}")))?;
         if raw.len() != b.raw_len as usize {
             return Err(bad(format!(
                 "decompresses to {} bytes, the index says {}",
@@ -326,6 +361,28 @@ impl SealedSegment {
         }
         Ok(out)
     }
+}
+
+thread_local! {
+    /// One decompression context per thread, reused: creating one costs more than decompressing
+    /// a small block.
+    static DCTX: std::cell::RefCell<zstd::zstd_safe::DCtx<'static>> =
+        std::cell::RefCell::new(zstd::zstd_safe::DCtx::create());
+}
+
+/// Decompresses a frame made with `dict` into at most `capacity` bytes.
+fn decompress_with(
+    dict: &zstd::dict::DecoderDictionary<'_>,
+    packed: &[u8],
+    capacity: usize,
+) -> io::Result<Vec<u8>> {
+    DCTX.with(|dctx| {
+        let mut out = Vec::with_capacity(capacity);
+        dctx.borrow_mut()
+            .decompress_using_ddict(&mut out, packed, dict.as_ddict())
+            .map_err(|code| io::Error::other(zstd::zstd_safe::get_error_name(code)))?;
+        Ok(out)
+    })
 }
 
 /// The block index must tile the appended segment and the sealed file without gaps or overlap.
@@ -445,7 +502,8 @@ fn write_sealed(
     bytes: &[u8],
     blocks: &[(usize, usize, u64, u32)],
 ) -> io::Result<()> {
-    let mut compressor = zstd::bulk::Compressor::new(LEVEL)?;
+    let dict = train(bytes, blocks);
+    let mut compressor = zstd::bulk::Compressor::with_dictionary(LEVEL, &dict)?;
     let mut head = Vec::with_capacity(SEALED_HEADER_LEN as usize);
     head.extend_from_slice(&MAGIC);
     head.extend_from_slice(&ordinal.to_le_bytes());
@@ -471,15 +529,42 @@ fn write_sealed(
         .encode(&mut index);
         file_offset += packed.len() as u64;
     }
+    writer.write_all(&dict)?;
     writer.write_all(&index)?;
     let mut foot = Vec::with_capacity(FOOTER_LEN as usize);
-    foot.extend_from_slice(&file_offset.to_le_bytes());
+    foot.extend_from_slice(&(file_offset + dict.len() as u64).to_le_bytes());
     foot.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
+    foot.extend_from_slice(&(dict.len() as u32).to_le_bytes());
     foot.extend_from_slice(&crc32c::crc32c(&index).to_le_bytes());
+    foot.extend_from_slice(&crc32c::crc32c(&dict).to_le_bytes());
     foot.extend_from_slice(&crc32c::crc32c(&foot).to_le_bytes());
     foot.extend_from_slice(&END_MAGIC);
     writer.write_all(&foot)?;
     writer.flush()
+}
+
+/// A dictionary trained on records sampled evenly from the segment, or none (empty) when the
+/// segment is too small for training to find one.
+fn train(bytes: &[u8], blocks: &[(usize, usize, u64, u32)]) -> Vec<u8> {
+    let mut records = Vec::new();
+    for &(start, end, _, _) in blocks {
+        let mut at = start as u64;
+        while let Ok(ReadOutcome::Record(r, next)) = segment::read_record(bytes, at, end as u64) {
+            records.push((at as usize + segment::RECORD_HEADER_LEN, r.payload.len()));
+            at = next;
+        }
+    }
+    let step = records.len().div_ceil(DICT_SAMPLES).max(1);
+    let samples: Vec<&[u8]> = records
+        .iter()
+        .step_by(step)
+        .map(|&(from, len)| &bytes[from..from + len])
+        .collect();
+    // Training wants plenty of material; below that a dictionary would not pay for itself.
+    if samples.len() < 64 {
+        return Vec::new();
+    }
+    zstd::dict::from_samples(&samples, DICT_BYTES).unwrap_or_default()
 }
 
 /// Reads the sealed file back and compares every block with the segment it came from, so that

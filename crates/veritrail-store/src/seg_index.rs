@@ -86,7 +86,11 @@ fn u64_le(b: &[u8], at: usize) -> u64 {
 pub fn encode(entries: &Entries, producers: &[ProducerStatus]) -> Vec<u8> {
     let mut out = vec![0u8; HEADER_LEN];
     // Postings, and the term entries that point at them.
-    let mut terms: Vec<(&Term, &Vec<(i64, u32)>)> = entries.postings.iter().collect();
+    let mut terms: Vec<(&Term, Vec<(i64, u32)>)> = entries
+        .postings
+        .iter()
+        .map(|(t, p)| (t, p.entries()))
+        .collect();
     terms.sort_unstable_by(|a, b| (a.0 .0, a.0 .1.as_bytes()).cmp(&(b.0 .0, b.0 .1.as_bytes())));
     let mut term_entries: Vec<(&Term, Vec<u8>)> = Vec::with_capacity(terms.len());
     let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
