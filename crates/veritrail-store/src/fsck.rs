@@ -482,6 +482,12 @@ impl Run<'_> {
                 ));
             }
         }
+        let durable = crate::index::read_tree_meta(self.index_dir);
+        if durable < size && self.stored_leaves >= size {
+            self.report.needs_recovery.push(format!(
+                "index/tree.meta records {durable} of the {size} leaves as durable (the server stopped without a clean shutdown): starting the server recomputes the nodes of the rest from the log"
+            ));
+        }
         if self.stored_leaves < size {
             self.report.needs_recovery.push(format!(
                 "the tree's node files hold {} of the {size} leaves (the server stopped without a clean shutdown): starting the server computes the rest",

@@ -262,7 +262,7 @@ pub struct Index {
 }
 
 /// Reads `tree.meta`: the leaves whose nodes are durable (0 when absent or unreadable).
-fn read_tree_meta(dir: &Path) -> u64 {
+pub(crate) fn read_tree_meta(dir: &Path) -> u64 {
     let Ok(b) = std::fs::read(dir.join(TREE_META)) else {
         return 0;
     };

@@ -117,6 +117,17 @@ fn sigkill_under_load_loses_no_acknowledged_event() {
     let ids: HashSet<&str> = acked.iter().map(|(r, _)| r.event_id.as_str()).collect();
     assert_eq!(ids.len(), acked.len(), "an event id was acknowledged twice");
 
+    // Before the restart, fsck says the store needs the recovery a start does, not that it is
+    // damaged; after the restart (below) it is clean.
+    let out = support::fsck(&data);
+    assert_eq!(out.status.code(), Some(3), "{}", support::show(&out));
+    let text = support::show(&out);
+    assert!(
+        text.contains("NEEDS RECOVERY") && text.contains("starting it recovers the store"),
+        "{text}"
+    );
+    assert!(!text.contains("DAMAGE"), "{text}");
+
     // Restart on the same directory: recovery must bring back every acknowledged event.
     let mut server = Server::start(&data);
     let vkey = server.vkey();
