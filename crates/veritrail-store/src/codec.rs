@@ -1,4 +1,19 @@
-//! Small integer codings of the index files: LEB128 varints and zigzag for signed deltas.
+//! Small integer codings of the store's files: little-endian fields, LEB128 varints and zigzag
+//! for signed deltas.
+
+/// The little-endian `u32` at `at` of `b` (the caller checked the length).
+pub fn u32_le(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    x.copy_from_slice(&b[at..at + 4]);
+    u32::from_le_bytes(x)
+}
+
+/// The little-endian `u64` at `at` of `b` (the caller checked the length).
+pub fn u64_le(b: &[u8], at: usize) -> u64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    u64::from_le_bytes(x)
+}
 
 /// Appends `v` as an unsigned LEB128 varint.
 pub fn put_varint(out: &mut Vec<u8>, mut v: u64) {

@@ -113,6 +113,16 @@ impl FlatFiles {
             .write_all_at(hashes, index * NODE_WIDTH)
     }
 
+    /// Perfect node `index` of `level`, for [`veritrail_core::merkle`]: missing when its file
+    /// does not hold it.
+    pub fn stored_node(&self, level: u32, index: u64) -> Result<[u8; 32], NodeError> {
+        match self.node(level, index) {
+            Ok(Some(h)) => Ok(h),
+            Ok(None) => Err(NodeError::Missing { level, index }),
+            Err(e) => Err(NodeError::Io(e)),
+        }
+    }
+
     /// Reads perfect node `index` of `level` (the caller checks it is complete in its snapshot).
     pub fn node(&self, level: u32, index: u64) -> std::io::Result<Option<[u8; 32]>> {
         let Some(f) = self.level(level as usize, false)? else {
@@ -173,6 +183,15 @@ impl FlatFiles {
         }
         Ok(levels.get(level).cloned())
     }
+}
+
+/// A tree node could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("tree node (level {level}, index {index}) is missing from the derived state")]
+    Missing { level: u32, index: u64 },
+    #[error("reading tree node: {0}")]
+    Io(#[from] std::io::Error),
 }
 
 #[cfg(test)]

@@ -495,10 +495,7 @@ impl Run<'_> {
             ));
         } else if size > 0 {
             let flat = self.flat;
-            let mut nodes = |level: u32, index: u64| match flat.node(level, index) {
-                Ok(Some(h)) => Ok(h),
-                _ => Err(crate::index::NodeError::Missing { level, index }),
-            };
+            let mut nodes = |level, index| flat.stored_node(level, index);
             if merkle::root(size, &mut nodes).ok() != Some(self.frontier.root()) {
                 self.problem(
                     "the tree's node files do not match the log; run `veritrail reindex`".into(),

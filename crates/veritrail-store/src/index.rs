@@ -527,11 +527,7 @@ impl Index {
         &self,
         size: u64,
     ) -> Result<veritrail_core::merkle::Frontier, StoreError> {
-        let mut get = |level: u32, index: u64| match self.flat.node(level, index) {
-            Ok(Some(h)) => Ok(h),
-            Ok(None) => Err(NodeError::Missing { level, index }),
-            Err(e) => Err(NodeError::Io(e)),
-        };
+        let mut get = |level, index| self.flat.stored_node(level, index);
         Ok(veritrail_core::merkle::Frontier::from_nodes(
             size, &mut get,
         )?)
@@ -683,11 +679,7 @@ impl IndexReader {
             {
                 return Ok(h);
             }
-            match self.flat.node(level, index) {
-                Ok(Some(h)) => Ok(h),
-                Ok(None) => Err(NodeError::Missing { level, index }),
-                Err(e) => Err(NodeError::Io(e)),
-            }
+            self.flat.stored_node(level, index)
         }
     }
 
@@ -820,11 +812,4 @@ enum MergeKey {
     Asc(std::cmp::Reverse<SortKey>),
 }
 
-/// A tree node could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    #[error("tree node (level {level}, index {index}) is missing from the derived state")]
-    Missing { level: u32, index: u64 },
-    #[error("reading tree node: {0}")]
-    Io(#[from] std::io::Error),
-}
+pub use crate::flat::NodeError;

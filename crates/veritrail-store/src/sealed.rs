@@ -29,6 +29,7 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+use crate::codec::{u32_le, u64_le};
 use crate::segment::{self, RawRecord, ReadOutcome, RecordKind, HEADER_LEN};
 
 /// The 8-byte magic that opens every sealed segment (the last byte is the format version).
@@ -121,18 +122,6 @@ impl Block {
             crc: u32_le(b, 36),
         }
     }
-}
-
-fn u64_le(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
-}
-
-fn u32_le(b: &[u8], at: usize) -> u32 {
-    let mut x = [0u8; 4];
-    x.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(x)
 }
 
 /// Why a sealed segment, or one of its blocks, could not be read.
@@ -283,15 +272,20 @@ impl SealedSegment {
         (raw_offset < b.raw_offset + u64::from(b.raw_len)).then_some(k)
     }
 
+    /// The error of block `k`, named by its seqs.
+    fn bad_block(&self, k: usize, why: String) -> SealedError {
+        SealedError::BadBlock {
+            path: self.path.clone(),
+            block: k,
+            seqs: self.blocks[k].seqs(),
+            why,
+        }
+    }
+
     /// Reads, checks and decompresses block `k`: its records, as appended.
     pub fn read_block(&self, k: usize) -> Result<Vec<u8>, SealedError> {
         let b = self.blocks[k];
-        let bad = |why: String| SealedError::BadBlock {
-            path: self.path.clone(),
-            block: k,
-            seqs: b.seqs(),
-            why,
-        };
+        let bad = |why: String| self.bad_block(k, why);
         let mut packed = vec![0u8; b.packed_len as usize];
         self.file
             .read_exact_at(&mut packed, b.file_offset)
@@ -320,12 +314,7 @@ impl SealedSegment {
     /// and checked when it was written.
     pub fn records(&self, k: usize, bytes: &[u8]) -> Result<Vec<(RawRecord, u64)>, SealedError> {
         let b = self.blocks[k];
-        let bad = |why: String| SealedError::BadBlock {
-            path: self.path.clone(),
-            block: k,
-            seqs: b.seqs(),
-            why,
-        };
+        let bad = |why: String| self.bad_block(k, why);
         let mut out = Vec::with_capacity(b.records as usize);
         let (mut at, mut events) = (0u64, 0u64);
         loop {

@@ -32,7 +32,7 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 use xorf::{Filter, Xor8};
 
-use crate::codec::{put_signed, put_varint, Reader};
+use crate::codec::{put_signed, put_varint, u32_le, u64_le, Reader};
 use crate::entries::{Entries, Term};
 use crate::error::StoreError;
 use crate::index::{Selector, SortKey};
@@ -67,18 +67,6 @@ fn term_hash(code: u8, value: &[u8]) -> u64 {
 
 fn id_fingerprint(id: &Uuid) -> u32 {
     (term_hash(ID_CODE, id.as_bytes()) >> 32) as u32
-}
-
-fn u32_le(b: &[u8], at: usize) -> u32 {
-    let mut x = [0u8; 4];
-    x.copy_from_slice(&b[at..at + 4]);
-    u32::from_le_bytes(x)
-}
-
-fn u64_le(b: &[u8], at: usize) -> u64 {
-    let mut x = [0u8; 8];
-    x.copy_from_slice(&b[at..at + 8]);
-    u64::from_le_bytes(x)
 }
 
 /// Encodes the index of `entries` with the producers' state at the segment's end. Deterministic:
