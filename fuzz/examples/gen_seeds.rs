@@ -19,7 +19,7 @@ use veritrail_core::event::{Event, Record};
 use veritrail_core::hash::{leaf_hash, Hash};
 use veritrail_core::merkle::{inclusion_proof, Frontier};
 use veritrail_fuzz::{ingested_at, signer, verifier, ORIGIN, TENANT};
-use veritrail_store::segment::{encode_record, RecordKind};
+use veritrail_store::embedded::formats::segment::{encode_record, RecordKind};
 
 const LEAVES: u64 = 3;
 

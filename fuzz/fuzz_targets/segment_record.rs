@@ -1,5 +1,6 @@
-//! The store's segment record decoder (`veritrail_store::segment::read_record`, public, over a
-//! byte slice as fsck uses it) and the decoders of the payload it returns. Nothing may panic.
+//! The store's segment record decoder (`segment::read_record` of the embedded engine's formats,
+//! over a byte slice as fsck uses it) and the decoders of the payload it returns. Nothing may
+//! panic.
 //!
 //! The input is read twice:
 //!
@@ -15,7 +16,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use veritrail_core::event::{render_leaf, Leaf, LeafSummary, Record};
-use veritrail_store::segment::{self, ReadOutcome, RecordKind, RECORD_HEADER_LEN};
+use veritrail_store::embedded::formats::segment::{self, ReadOutcome, RecordKind, RECORD_HEADER_LEN};
 
 fn decode_payload(payload: &[u8]) {
     let _ = Record::from_bytes(payload);

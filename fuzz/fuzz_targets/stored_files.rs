@@ -9,9 +9,9 @@
 use std::io::Write;
 
 use libfuzzer_sys::fuzz_target;
-use veritrail_store::index::Selector;
-use veritrail_store::sealed::SealedSegment;
-use veritrail_store::seg_index::SegmentIndex;
+use veritrail_store::embedded::formats::Selector;
+use veritrail_store::embedded::formats::SealedSegment;
+use veritrail_store::embedded::formats::SegmentIndex;
 
 fn file_with(bytes: &[u8]) -> tempfile::NamedTempFile {
     let mut f = tempfile::NamedTempFile::new().expect("a temporary file");

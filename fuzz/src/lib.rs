@@ -188,7 +188,7 @@ pub fn check_accepted_event(event: &Event) {
         Some(event.event_timestamp),
         "summary time"
     );
-    for name in veritrail_store::index::INDEXED_FIELDS {
+    for name in veritrail_store::embedded::formats::INDEXED_FIELDS {
         assert_eq!(
             summary.event.field(name),
             event.field(name),

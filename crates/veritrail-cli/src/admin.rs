@@ -9,7 +9,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use veritrail_core::note::NoteVerifier;
-use veritrail_store::embedded::EmbeddedStore;
+use veritrail_store::embedded::EmbeddedEngine;
 
 /// Flags of `verify`.
 #[derive(Debug, Args)]
@@ -73,7 +73,7 @@ fn tenants(data_dir: &Path) -> anyhow::Result<Vec<String>> {
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .with_context(|| format!("{} is not a Veritrail data directory", data_dir.display()))?
         .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_string))
-        .filter(|n| veritrail_store::embedded::valid_tenant(n))
+        .filter(|n| veritrail_store::valid_tenant(n))
         .collect();
     names.sort();
     Ok(names)
@@ -97,7 +97,7 @@ pub fn fsck(args: DataDirArgs) -> anyhow::Result<ExitCode> {
     let mut clean = true;
     let mut recovery = false;
     for tenant in tenants(&args.data_dir)? {
-        let dir = EmbeddedStore::tenant_dir(&args.data_dir, &tenant);
+        let dir = EmbeddedEngine::tenant_dir(&args.data_dir, &tenant);
         let vkey = latest_checkpoint_key(&dir, &key);
         let bar = ProgressBar::new(0).with_style(
             ProgressStyle::with_template(
@@ -106,7 +106,7 @@ pub fn fsck(args: DataDirArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         bar.set_message(format!("fsck {tenant}"));
-        let report = veritrail_store::fsck::check(&dir, &vkey, |done, total| {
+        let report = veritrail_store::embedded::fsck::check(&dir, &vkey, |done, total| {
             bar.set_length(total);
             bar.set_position(done);
         })
@@ -161,7 +161,7 @@ fn latest_checkpoint_key(dir: &Path, key: &NoteVerifier) -> NoteVerifier {
     if !history.exists() {
         return key.clone();
     }
-    veritrail_store::checkpoints::Checkpoints::open(&history, key)
+    veritrail_store::embedded::formats::Checkpoints::open(&history, key)
         .ok()
         .and_then(|c| c.latest())
         .and_then(|latest| key.with_name(&latest.key_name).ok())
@@ -176,11 +176,11 @@ pub fn migrate(args: DataDirArgs) -> anyhow::Result<ExitCode> {
     let _lock = lock_stopped(&args.data_dir)?;
     let key = veritrail_store::keys::load_signer(&args.data_dir)?.verifier();
     for tenant in tenants(&args.data_dir)? {
-        let dir = EmbeddedStore::tenant_dir(&args.data_dir, &tenant);
+        let dir = EmbeddedEngine::tenant_dir(&args.data_dir, &tenant);
         let vkey = latest_checkpoint_key(&dir, &key);
         let spinner = ProgressBar::new_spinner().with_message(format!("converting {tenant}"));
         spinner.enable_steady_tick(Duration::from_millis(120));
-        let done = EmbeddedStore::migrate(&args.data_dir, &tenant, &vkey, |left| {
+        let done = EmbeddedEngine::migrate(&args.data_dir, &tenant, &vkey, |left| {
             spinner.set_message(format!(
                 "converting {tenant}: {left} segment(s) left to seal"
             ));
@@ -213,7 +213,7 @@ pub fn reindex(args: DataDirArgs) -> anyhow::Result<ExitCode> {
         let spinner =
             ProgressBar::new_spinner().with_message(format!("rebuilding the indexes of {tenant}"));
         spinner.enable_steady_tick(Duration::from_millis(120));
-        let size = EmbeddedStore::reindex(&args.data_dir, &tenant)
+        let size = EmbeddedEngine::reindex(&args.data_dir, &tenant)
             .with_context(|| format!("rebuilding the indexes of {tenant}"))?;
         spinner.finish_and_clear();
         outln!("{tenant}: indexed {size} events");
@@ -272,7 +272,7 @@ pub fn key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
                 _ if args.all => tenants(&data_dir)?,
                 Some(t) => {
                     anyhow::ensure!(
-                        veritrail_store::embedded::valid_tenant(&t),
+                        veritrail_store::valid_tenant(&t),
                         "`{t}` is not a tenant name (a-z, 0-9, - and _, at most 64)"
                     );
                     vec![t]
@@ -280,7 +280,7 @@ pub fn key(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
                 None => vec![veritrail_server::DEFAULT_TENANT.to_string()],
             };
             for tenant in names {
-                let origin = veritrail_store::embedded::log_origin(&prefix, &tenant);
+                let origin = veritrail_store::ledger::log_origin(&prefix, &tenant);
                 outln!(
                     "{}",
                     veritrail_store::keys::log_signer(&key, &origin)?.vkey()

@@ -13,8 +13,9 @@ use serde::Deserialize;
 use veritrail_server::access::keys::KeyRegistry;
 use veritrail_server::access::{bootstrap, Access, Bootstrap};
 use veritrail_server::{ApiConfig, AppState};
-use veritrail_store::embedded::{EmbeddedConfig, EmbeddedStore};
-use veritrail_store::log::LogConfig;
+use veritrail_store::embedded::LogConfig;
+use veritrail_store::embedded::{EmbeddedConfig, EmbeddedEngine};
+use veritrail_store::Ledger;
 use veritrail_store::Store;
 
 /// Flags of `serve`; each also reads a `VERITRAIL_*` variable.
@@ -99,6 +100,9 @@ struct Settings {
     tls: Option<veritrail_server::tls::TlsFiles>,
     jwt_config: Option<PathBuf>,
     store: EmbeddedConfig,
+    /// Checkpoint origins are `<origin_prefix>/<tenant>`; each log's key is named after its
+    /// origin.
+    origin_prefix: String,
     api: ApiConfig,
 }
 
@@ -188,12 +192,12 @@ fn resolve(args: ServeArgs) -> anyhow::Result<Settings> {
                     .unwrap_or(log_defaults.max_queued_events),
                 ..log_defaults
             },
-            origin_prefix: args
-                .origin_prefix
-                .or(file.origin_prefix)
-                .unwrap_or_else(|| DEFAULT_ORIGIN_PREFIX.into()),
             reset_checkpoint_history: args.reset_checkpoint_history,
         },
+        origin_prefix: args
+            .origin_prefix
+            .or(file.origin_prefix)
+            .unwrap_or_else(|| DEFAULT_ORIGIN_PREFIX.into()),
         api: ApiConfig {
             max_body_bytes: args
                 .max_body_bytes
@@ -244,11 +248,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let data_dir = settings.store.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
-    let signer =
-        veritrail_store::keys::load_or_create_signer(&data_dir, &settings.store.origin_prefix)?;
+    let signer = veritrail_store::keys::load_or_create_signer(&data_dir, &settings.origin_prefix)?;
     tracing::info!(data_dir = %data_dir.display(), "opening the store (recovering if needed)");
-    let store =
-        Arc::new(EmbeddedStore::open(settings.store, signer.clone()).context("opening the store")?);
+    let engine =
+        EmbeddedEngine::open(settings.store, signer.verifier()).context("opening the store")?;
+    let store = Arc::new(Ledger::new(
+        engine,
+        signer.clone(),
+        &settings.origin_prefix,
+    )?);
     let mut access = access_control(&data_dir, settings.insecure_no_auth)?;
     if let Some(path) = &settings.jwt_config {
         anyhow::ensure!(
@@ -385,7 +393,7 @@ mod tests {
         let s = resolve(args).expect("resolves");
         assert_eq!(s.listen, "127.0.0.1:9999".parse().expect("addr"));
         assert_eq!(s.store.log.segment_bytes, 2 << 20);
-        assert_eq!(s.store.origin_prefix, "audit.example");
+        assert_eq!(s.origin_prefix, "audit.example");
         assert_eq!(s.api.max_events_per_request, 1000);
         assert_eq!(s.store.data_dir, crate::default_data_dir());
     }

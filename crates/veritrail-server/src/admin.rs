@@ -12,7 +12,7 @@ use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use veritrail_store::embedded::valid_tenant;
+use veritrail_store::valid_tenant;
 
 use crate::access::keys::{KeyInfo, KeyRegistry, NewKey, Role};
 use crate::access::{self, Caller};

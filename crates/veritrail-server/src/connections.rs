@@ -78,7 +78,7 @@ pub fn fit_to_file_limit(wanted: usize) -> usize {
         lim.rlim_cur
     };
     // Half the files for connections, half for the store (each tenant's index keeps up to
-    // `veritrail_store::index::MAX_OPEN_INDEX_FILES` open), key registry and logs.
+    // the index's bounded set of files open), key registry and logs.
     let fits = (soft / 2).max(16);
     wanted.min(usize::try_from(fits).unwrap_or(usize::MAX))
 }

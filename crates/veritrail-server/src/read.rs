@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 use veritrail_core::event::format_time;
 use veritrail_core::query::Filter;
-use veritrail_store::index::SortKey;
+use veritrail_store::SortKey;
 use veritrail_store::{Order, Page, QuerySpec, StoredEvent};
 
 use crate::access::{self, Caller};

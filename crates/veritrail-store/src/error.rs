@@ -13,7 +13,7 @@ pub enum StoreError {
     },
     /// A segment file is unusable.
     #[error(transparent)]
-    Segment(#[from] crate::segment::SegmentError),
+    Segment(#[from] crate::embedded::segment::SegmentError),
     /// Stored data failed a check: the store refuses to serve or build on it.
     #[error("damaged data: {0}")]
     Damaged(String),
@@ -62,10 +62,10 @@ impl<E: std::fmt::Display> From<veritrail_core::merkle::ProofGenError<E>> for St
     }
 }
 
-impl From<crate::index::NodeError> for StoreError {
-    fn from(e: crate::index::NodeError) -> StoreError {
+impl From<crate::engine::NodeError> for StoreError {
+    fn from(e: crate::engine::NodeError) -> StoreError {
         match e {
-            crate::index::NodeError::Io(source) => StoreError::Io {
+            crate::engine::NodeError::Io(source) => StoreError::Io {
                 context: "reading a tree node".into(),
                 source,
             },
@@ -74,10 +74,10 @@ impl From<crate::index::NodeError> for StoreError {
     }
 }
 
-impl From<crate::sealed::SealedError> for StoreError {
-    fn from(e: crate::sealed::SealedError) -> StoreError {
+impl From<crate::embedded::sealed::SealedError> for StoreError {
+    fn from(e: crate::embedded::sealed::SealedError) -> StoreError {
         match e {
-            crate::sealed::SealedError::Io { path, source } => StoreError::Io {
+            crate::embedded::sealed::SealedError::Io { path, source } => StoreError::Io {
                 context: path.display().to_string(),
                 source,
             },

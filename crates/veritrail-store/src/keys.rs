@@ -39,7 +39,7 @@ pub fn load_or_create_signer(data_dir: &Path, name: &str) -> Result<NoteSigner, 
     file.write_all(text.as_bytes())
         .and_then(|()| file.sync_all())
         .map_err(StoreError::io(format!("writing {}", path.display())))?;
-    crate::segment::sync_parent(&path)?;
+    crate::embedded::segment::sync_parent(&path)?;
     tracing::info!(path = %path.display(), "created the log signing key");
     Ok(signer)
 }

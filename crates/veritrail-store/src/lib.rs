@@ -1,33 +1,29 @@
-//! Veritrail's storage.
+//! Veritrail's storage, in two layers.
 //!
-//! [`Store`] is the one interface the server uses; [`embedded::EmbeddedStore`] implements it on
-//! local files: per tenant an append-only segment log (the source of truth; full segments are
-//! sealed into compressed blocks), an index per segment and the Merkle tree's nodes (derived
-//! state, rebuildable), and a signed-checkpoint history. See `docs/design/log-format.md`.
+//! [`Store`] is the one interface the server uses. [`ledger::Ledger`] implements it over any
+//! [`engine::Engine`]: it proves what it serves, builds proofs, signs checkpoints and pages
+//! queries. An engine only keeps the logs: [`embedded::EmbeddedEngine`] on local files (per
+//! tenant an append-only segment log, the source of truth, whose full segments are sealed into
+//! compressed blocks; an index per segment and the Merkle tree's nodes, derived and
+//! rebuildable; a signed-checkpoint history). See `docs/design/log-format.md`.
 
-pub mod checkpoints;
-mod codec;
 pub mod embedded;
-mod entries;
+pub mod engine;
 pub mod error;
-pub mod flat;
-pub mod fsck;
-pub mod index;
 pub mod keys;
-pub mod log;
+pub mod ledger;
 pub mod producers;
 pub mod query;
-mod recovery;
-pub mod sealed;
-pub mod seg_index;
-pub mod segment;
-mod segments;
-mod verify;
+pub mod verify;
 
-pub use checkpoints::SignedCheckpoint;
+pub use engine::{
+    Appended, Engine, Head, Receipt, SignedCheckpoint, Snapshot, SortKey, StoredEvent,
+};
 pub use error::StoreError;
-pub use log::{Appended, Head, Receipt, StoredEvent};
+pub use ledger::Ledger;
 pub use query::{Hit, Order, Page};
+
+use std::collections::BTreeMap;
 
 use tokio::sync::oneshot;
 use uuid::Uuid;
@@ -44,7 +40,7 @@ pub struct QuerySpec<'a> {
     pub filter: &'a Filter,
     pub order: Order,
     /// Continue after this position (from a previous page's `next_cursor`).
-    pub cursor: Option<index::SortKey>,
+    pub cursor: Option<SortKey>,
     pub limit: usize,
 }
 
@@ -57,7 +53,16 @@ pub struct WindowSpec<'a> {
     pub limit: usize,
 }
 
-/// What every storage engine provides. Reads are blocking (call them off the async runtime);
+/// True for names usable as a tenant directory and checkpoint origin suffix.
+pub fn valid_tenant(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+/// What the server asks of storage. Reads are blocking (call them off the async runtime);
 /// appends are queued and resolved asynchronously so that concurrent requests share fsyncs.
 pub trait Store: Send + Sync + 'static {
     /// Queues one atomic append of `events` to `tenant`'s log.
@@ -79,9 +84,6 @@ pub trait Store: Send + Sync + 'static {
     fn consistency_proof(&self, tenant: &str, old: u64, new: u64) -> Result<Vec<Hash>, StoreError>;
     /// The latest signed checkpoint; one is issued first if the tree grew since the last.
     fn checkpoint(&self, tenant: &str) -> Result<SignedCheckpoint, StoreError>;
-    /// The latest signed checkpoint if it covers at least `size` leaves, else a fresh one. Proofs
-    /// use it: every proof appends an access event, so "fresh to the head" would mean a new
-    /// signature for every proof.
     /// The positions of one page of a query when the index alone answers it (no record needs
     /// checking), so that callers can act on the count before the records are read; `None`
     /// otherwise.
@@ -91,14 +93,19 @@ pub trait Store: Send + Sync + 'static {
         spec: &QuerySpec<'_>,
     ) -> Result<Option<query::KeyPage>, StoreError>;
     /// Reads and verifies the events at `keys` (from [`Store::query_keys`]).
-    fn read_keys(&self, tenant: &str, keys: &[index::SortKey]) -> Result<Vec<Hit>, StoreError>;
+    fn read_keys(&self, tenant: &str, keys: &[SortKey]) -> Result<Vec<Hit>, StoreError>;
     /// The results `[offset, offset + limit)` of a query and the number of all its results.
     fn query_window(
         &self,
         tenant: &str,
         spec: &WindowSpec<'_>,
     ) -> Result<query::Window, StoreError>;
+    /// The latest signed checkpoint if it covers at least `size` leaves, else a fresh one. Proofs
+    /// use it: every proof appends an access event, so "fresh to the head" would mean a new
+    /// signature for every proof.
     fn checkpoint_covering(&self, tenant: &str, size: u64) -> Result<SignedCheckpoint, StoreError>;
+    /// Events per value of an indexed field (`event_type`, `event_outcome`, `actor_id`…).
+    fn counts(&self, tenant: &str, field: &str) -> Result<BTreeMap<String, u64>, StoreError>;
     /// Every producer's sequence state (gaps in `producer_seq`: the capture-rate signal).
     fn producers(&self, tenant: &str) -> Result<Vec<producers::ProducerStatus>, StoreError>;
     /// The checkpoint origin of `tenant`'s log, whether or not it has events yet. Its checkpoints

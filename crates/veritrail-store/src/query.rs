@@ -1,10 +1,11 @@
-//! Query execution: drive one index, check the rest of the filter on verified records.
+//! Query execution over any engine: drive the engine's postings, check the rest of the filter
+//! on proven records, page the results.
 
 use veritrail_core::query::Filter;
 
+use crate::engine::{Snapshot, SortKey, StoredEvent};
 use crate::error::StoreError;
-use crate::index::{IndexReader, SortKey};
-use crate::log::{StoredEvent, TenantLog};
+use crate::verify::{read_verified, RootVerifier};
 
 /// Result order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -37,8 +38,8 @@ pub const SCAN_BUDGET: usize = 100_000;
 
 /// Runs one page of a query against a snapshot.
 pub fn run(
-    log: &TenantLog,
-    reader: &IndexReader,
+    view: &dyn Snapshot,
+    verifier: &RootVerifier,
     filter: &Filter,
     order: Order,
     cursor: Option<SortKey>,
@@ -52,13 +53,13 @@ pub fn run(
     }
     let mut events: Vec<Hit> = Vec::new();
     // When the driving index already implies every condition, records need no decoding.
-    let covered = crate::index::covers(filter);
+    let covered = view.covers(filter);
     let mut next_cursor = None;
     let mut scanned = 0usize;
     let mut failure: Option<StoreError> = None;
-    reader.scan(filter, lo, hi, order == Order::Desc, |key| {
+    view.scan(filter, lo, hi, order == Order::Desc, &mut |key| {
         scanned += 1;
-        let event = match log.read(reader, key.1) {
+        let event = match read_verified(view, verifier, key.1) {
             Ok(e) => e,
             Err(e) => {
                 failure = Some(e);
@@ -102,16 +103,16 @@ pub struct KeyPage {
     pub next_cursor: Option<SortKey>,
 }
 
-/// One page of a query whose driving index implies the whole filter (`index::covers`): its
+/// One page of a query whose driving index implies the whole filter ([`Snapshot::covers`]): its
 /// positions only, no record read. `None` when the filter needs records to be checked.
 pub fn run_keys(
-    reader: &IndexReader,
+    view: &dyn Snapshot,
     filter: &Filter,
     order: Order,
     cursor: Option<SortKey>,
     limit: usize,
 ) -> Result<Option<KeyPage>, StoreError> {
-    if !crate::index::covers(filter) {
+    if !view.covers(filter) {
         return Ok(None);
     }
     let (mut lo, mut hi) = bounds(filter);
@@ -122,7 +123,7 @@ pub fn run_keys(
     }
     let mut keys = Vec::new();
     let mut next_cursor = None;
-    reader.scan(filter, lo, hi, order == Order::Desc, |key| {
+    view.scan(filter, lo, hi, order == Order::Desc, &mut |key| {
         if keys.len() == limit {
             next_cursor = keys.last().copied();
             return Ok(false);
@@ -135,15 +136,15 @@ pub fn run_keys(
 
 /// Reads and verifies the records at `keys`, in that order.
 pub fn read_keys(
-    log: &TenantLog,
-    reader: &IndexReader,
+    view: &dyn Snapshot,
+    verifier: &RootVerifier,
     keys: &[SortKey],
 ) -> Result<Vec<Hit>, StoreError> {
     keys.iter()
         .map(|&key| {
             Ok(Hit {
                 key,
-                event: log.read(reader, key.1)?,
+                event: read_verified(view, verifier, key.1)?,
             })
         })
         .collect()
@@ -162,25 +163,25 @@ pub struct Window {
 /// the driving index implies the whole filter only the window's records are read; otherwise
 /// every candidate is read to be checked.
 pub fn run_window(
-    log: &TenantLog,
-    reader: &IndexReader,
+    view: &dyn Snapshot,
+    verifier: &RootVerifier,
     filter: &Filter,
     order: Order,
     offset: u64,
     limit: usize,
 ) -> Result<Window, StoreError> {
     let (lo, hi) = bounds(filter);
-    let covered = crate::index::covers(filter);
+    let covered = view.covers(filter);
     let mut events = Vec::new();
     let mut total = 0u64;
     let mut failure: Option<StoreError> = None;
     let end = offset.saturating_add(limit as u64);
-    reader.scan(filter, lo, hi, order == Order::Desc, |key| {
+    view.scan(filter, lo, hi, order == Order::Desc, &mut |key| {
         let in_window = (offset..end).contains(&total);
         let read = if covered && !in_window {
             None
         } else {
-            match log.read(reader, key.1) {
+            match read_verified(view, verifier, key.1) {
                 Ok(e) => Some(e),
                 Err(e) => {
                     failure = Some(e);

@@ -1,4 +1,4 @@
-//! Verify-before-serve for sealed segments: a record's leaf hash is checked against a trusted
+//! Verify-before-serve, over any engine: a record's leaf hash is checked against a trusted
 //! root (the latest signed checkpoint's, or the head the server itself computed for leaves past
 //! it), never only against a stored node, so that a record forged together with its entry in the
 //! node files is refused at read time.
@@ -14,15 +14,17 @@ use std::sync::{Mutex, RwLock};
 use veritrail_core::hash::{node_hash, Hash};
 use veritrail_core::merkle;
 
+use uuid::Uuid;
+
+use crate::engine::{NodeError, Snapshot, StoredEvent};
 use crate::error::StoreError;
-use crate::index::{IndexReader, NodeError};
 
 /// Proven perfect nodes kept at most; the cache starts over when full.
 const MAX_PROVEN: usize = 1 << 18;
 
 /// The trusted roots and the perfect nodes proven against them.
 #[derive(Default)]
-pub(crate) struct RootVerifier {
+pub struct RootVerifier {
     /// The latest signed checkpoint: size and root.
     signed: RwLock<Option<(u64, Hash)>>,
     proven: Mutex<HashMap<(u32, u64), Hash>>,
@@ -30,7 +32,7 @@ pub(crate) struct RootVerifier {
 
 impl RootVerifier {
     /// Trusts the root of a checkpoint whose signature was checked (or that this server signed).
-    pub(crate) fn trust(&self, size: u64, root: Hash) {
+    pub fn trust(&self, size: u64, root: Hash) {
         if let Ok(mut s) = self.signed.write() {
             if s.is_none_or(|(old, _)| old <= size) {
                 *s = Some((size, root));
@@ -41,14 +43,9 @@ impl RootVerifier {
     /// Checks that `leaf` is the leaf hash of `seq`: against the latest signed checkpoint when it
     /// covers `seq` within the reader's snapshot, else against the snapshot's own head (which
     /// this process computed, extending a signed checkpoint it checked).
-    pub(crate) fn verify(
-        &self,
-        reader: &IndexReader,
-        seq: u64,
-        leaf: &Hash,
-    ) -> Result<(), StoreError> {
+    pub fn verify(&self, view: &dyn Snapshot, seq: u64, leaf: &Hash) -> Result<(), StoreError> {
         let signed = self.signed.read().ok().and_then(|s| *s);
-        let head = reader.head();
+        let head = view.head();
         let (size, root) = match signed {
             Some((size, root)) if seq < size && size <= head.size => (size, root),
             _ => (head.size, head.root),
@@ -58,7 +55,7 @@ impl RootVerifier {
                 "seq {seq}: stored bytes do not match the tree of {size} events whose root is trusted: the event was altered"
             ))
         };
-        let mut nodes = reader.nodes();
+        let mut nodes = |level: u32, index: u64| view.node(level, index);
         // Walk up through perfect nodes, with stored siblings, to the first proven one.
         let (mut level, mut index, mut hash) = (0u32, seq, *leaf);
         let mut climbed = Vec::new();
@@ -110,4 +107,44 @@ impl RootVerifier {
             p.extend(nodes.iter().map(|&(l, i, h)| ((l, i), h)));
         }
     }
+}
+
+/// Reads the event at `seq` and proves it: its leaf hash must be the one the engine computed
+/// itself ([`Snapshot::computed_leaf`]) or be proven against a trusted root by `verifier`.
+pub fn read_verified(
+    view: &dyn Snapshot,
+    verifier: &RootVerifier,
+    seq: u64,
+) -> Result<StoredEvent, StoreError> {
+    let bytes = view.record(seq)?;
+    let leaf_hash = veritrail_core::hash::leaf_hash(&bytes);
+    match view.computed_leaf(seq) {
+        Some(computed) if computed == leaf_hash => {}
+        Some(_) => {
+            return Err(StoreError::Damaged(format!(
+                "seq {seq}: stored bytes do not match the leaf hash in the tree"
+            )))
+        }
+        None => verifier.verify(view, seq, &leaf_hash)?,
+    }
+    Ok(StoredEvent {
+        seq,
+        leaf_hash,
+        bytes,
+    })
+}
+
+/// The event with this id, proven: the engine gives candidates, the record decides.
+pub fn find_verified(
+    view: &dyn Snapshot,
+    verifier: &RootVerifier,
+    id: &Uuid,
+) -> Result<Option<StoredEvent>, StoreError> {
+    for seq in view.id_candidates(id)? {
+        let stored = read_verified(view, verifier, seq)?;
+        if stored.leaf()?.event_id() == Some(*id) {
+            return Ok(Some(stored));
+        }
+    }
+    Ok(None)
 }

@@ -10,8 +10,12 @@ use serde_json::json;
 use uuid::Uuid;
 use veritrail_core::event::Event;
 use veritrail_core::hash::Hash;
-use veritrail_store::log::{LogConfig, TenantLog};
-use veritrail_store::sealed::SealedSegment;
+use veritrail_store::embedded::formats::{seal, segment, SealedSegment};
+use veritrail_store::embedded::{EmbeddedEngine, LogConfig};
+use veritrail_store::{Ledger, Store};
+
+mod support;
+use support::{open, tenant_dir, TENANT};
 
 fn event(i: usize) -> Event {
     Event::from_json(
@@ -38,7 +42,7 @@ fn config() -> LogConfig {
 }
 
 fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir.join("log"))
+    let mut found: Vec<PathBuf> = std::fs::read_dir(tenant_dir(dir).join("log"))
         .expect("log dir")
         .map(|e| e.expect("entry").path())
         .filter(|p| p.to_string_lossy().ends_with(suffix))
@@ -63,16 +67,11 @@ fn wait_sealed(dir: &Path) -> Vec<PathBuf> {
     }
 }
 
-fn append_all(log: &TenantLog, n: usize) -> Vec<(Uuid, Hash)> {
+fn append_all(store: &Ledger<EmbeddedEngine>, n: usize) -> Vec<(Uuid, Hash)> {
     let mut out = Vec::new();
     for start in (0..n).step_by(20) {
         let events: Vec<Event> = (start..(start + 20).min(n)).map(event).collect();
-        let appended = log
-            .append(events.clone())
-            .expect("queued")
-            .blocking_recv()
-            .expect("answered")
-            .expect("durable");
+        let appended = support::append(store, events.clone()).expect("durable");
         out.extend(
             events
                 .iter()
@@ -81,16 +80,25 @@ fn append_all(log: &TenantLog, n: usize) -> Vec<(Uuid, Hash)> {
         );
         // Checkpoint markers between the events, so that sealed blocks carry some.
         if start % 200 == 0 {
-            log.mark_checkpoint(appended.tree_size, "a signed note");
+            let cp = store.checkpoint(TENANT).expect("checkpoint");
+            assert_eq!(cp.checkpoint.size, appended.tree_size);
         }
     }
     out
 }
 
-fn check_all(log: &TenantLog, expected: &[(Uuid, Hash)]) {
-    let reader = log.index_reader().expect("reader");
+/// Reads the event at `seq`, proven.
+fn read(
+    store: &Ledger<EmbeddedEngine>,
+    seq: u64,
+) -> Result<veritrail_store::StoredEvent, veritrail_store::StoreError> {
+    let mut hits = store.read_keys(TENANT, &[(0, seq)])?;
+    Ok(hits.remove(0).event)
+}
+
+fn check_all(store: &Ledger<EmbeddedEngine>, expected: &[(Uuid, Hash)]) {
     for (seq, (id, leaf)) in expected.iter().enumerate() {
-        let stored = log.read(&reader, seq as u64).expect("reads back verified");
+        let stored = read(store, seq as u64).expect("reads back verified");
         assert_eq!(stored.leaf_hash, *leaf, "seq {seq}");
         assert_eq!(stored.leaf().expect("decodes").event_id(), Some(*id));
     }
@@ -102,12 +110,12 @@ fn sealed_segments_serve_the_same_events_and_name_damage() {
     let expected;
     let root;
     {
-        let log = TenantLog::open(dir.path(), "t", config()).expect("open");
-        expected = append_all(&log, 3000);
+        let store = open(dir.path(), config()).expect("open");
+        expected = append_all(&store, 3000);
         let sealed = wait_sealed(dir.path());
         assert!(sealed.len() >= 3, "{sealed:?}");
-        check_all(&log, &expected);
-        root = log.head().expect("head").root;
+        check_all(&store, &expected);
+        root = store.head(TENANT).expect("head").root;
     }
     let sealed = files(dir.path(), ".zseg");
     let first = SealedSegment::open(&sealed[0], 1).expect("opens");
@@ -117,34 +125,40 @@ fn sealed_segments_serve_the_same_events_and_name_damage() {
         first.file_len(),
         first.raw_len
     );
-    // A restart, and a rebuild of the index from nothing, read the sealed segments, and find
-    // the checkpoints the log recorded.
-    let marked;
+    // A restart, and a rebuild of the index from nothing, read the sealed segments.
     {
-        let log = TenantLog::open(dir.path(), "t", config()).expect("reopen");
-        check_all(&log, &expected);
-        marked = log.marked();
-        assert_eq!(
-            marked, 2820,
-            "the last marker, after the batch that starts at 2800"
-        );
+        let store = open(dir.path(), config()).expect("reopen");
+        check_all(&store, &expected);
     }
-    std::fs::remove_dir_all(dir.path().join(veritrail_store::index::INDEX_DIR)).expect("rm index");
+    std::fs::remove_dir_all(tenant_dir(dir.path()).join(veritrail_store::embedded::INDEX_DIR))
+        .expect("rm index");
     {
-        let log = TenantLog::open(dir.path(), "t", config()).expect("rebuilds");
-        assert_eq!(log.head().expect("head").root, root);
-        check_all(&log, &expected);
-        assert_eq!(log.marked(), marked);
+        let store = open(dir.path(), config()).expect("rebuilds");
+        assert_eq!(store.head(TENANT).expect("head").root, root);
+        check_all(&store, &expected);
     }
-    let vkey = veritrail_core::note::NoteSigner::new("test", &[7; 32])
-        .expect("signer")
-        .verifier();
-    let clean = veritrail_store::fsck::check(dir.path(), &vkey, |_, _| {}).expect("fsck");
-    // The one finding: this test wrote checkpoint markers without a checkpoint history, and
-    // fsck reads them in sealed and appended segments alike.
-    let history = veritrail_store::fsck::history_removed(2820, None);
-    assert_eq!(clean.problems, vec![history.clone()]);
+    let vkey = support::log_vkey();
+    let clean = veritrail_store::embedded::fsck::check(&tenant_dir(dir.path()), &vkey, |_, _| {})
+        .expect("fsck");
+    assert_eq!(clean.problems, Vec::<String>::new());
     assert_eq!(clean.events, 3000);
+    assert_eq!(
+        clean.checkpoint_size,
+        Some(2820),
+        "the last checkpoint, after the batch at 2800"
+    );
+    // The checkpoint markers, read from sealed and appended segments alike, tell fsck that the
+    // log had a history: without it, that is a finding.
+    let history_file = tenant_dir(dir.path()).join("checkpoints.log");
+    let history = std::fs::read(&history_file).expect("history");
+    std::fs::remove_file(&history_file).expect("rm history");
+    let removed = veritrail_store::embedded::fsck::check(&tenant_dir(dir.path()), &vkey, |_, _| {})
+        .expect("fsck");
+    assert_eq!(
+        removed.problems,
+        vec![veritrail_store::embedded::fsck::history_removed(2820, None)]
+    );
+    std::fs::write(&history_file, history).expect("history back");
 
     // One flipped byte in the middle of the second block of the first sealed segment.
     let block = first.blocks[1];
@@ -160,7 +174,8 @@ fn sealed_segments_serve_the_same_events_and_name_damage() {
     f.write_all_at(&[b[0] ^ 0x10], at).expect("flip");
     drop(f);
     let range = format!("block 1 (seq {}–{})", block.first_seq, block.seqs().end - 1);
-    let report = veritrail_store::fsck::check(dir.path(), &vkey, |_, _| {}).expect("fsck");
+    let report = veritrail_store::embedded::fsck::check(&tenant_dir(dir.path()), &vkey, |_, _| {})
+        .expect("fsck");
     assert!(
         report.problems.iter().any(|p| p.contains(&range)),
         "{range} not named in {:?}",
@@ -170,16 +185,12 @@ fn sealed_segments_serve_the_same_events_and_name_damage() {
         report.events, 3000,
         "the events after the block are still checked"
     );
-    let log = TenantLog::open(dir.path(), "t", config()).expect("opens: the tail is intact");
-    let reader = log.index_reader().expect("reader");
-    let err = log
-        .read(&reader, block.first_seq)
+    let store = open(dir.path(), config()).expect("opens: the tail is intact");
+    let err = read(&store, block.first_seq)
         .expect_err("damage is never served")
         .to_string();
     assert!(err.contains(&range), "{err}");
-    let before = log
-        .read(&reader, block.first_seq - 1)
-        .expect("block 0 still reads");
+    let before = read(&store, block.first_seq - 1).expect("block 0 still reads");
     assert_eq!(before.leaf_hash, expected[block.first_seq as usize - 1].1);
 }
 
@@ -188,16 +199,18 @@ fn sealed_segments_serve_the_same_events_and_name_damage() {
 /// the record against the signed root, not against the stored leaf, and refuses it.
 #[test]
 fn a_forged_sealed_record_and_leaf_are_refused_at_read_time() {
-    use veritrail_store::segment::{self, RecordKind};
+    use segment::RecordKind;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (expected, head) = {
-        let log = TenantLog::open(dir.path(), "t", config()).expect("open");
-        let expected = append_all(&log, 2000);
+    let expected = {
+        let store = open(dir.path(), config()).expect("open");
+        let expected = append_all(&store, 2000);
         wait_sealed(dir.path());
-        let head = log.head().expect("head");
-        (expected, head)
+        // The signed checkpoint of the head is what reads trust from now on.
+        let cp = store.checkpoint(TENANT).expect("checkpoint");
+        assert_eq!(cp.checkpoint.size, 2000);
+        expected
     };
-    let log_dir = dir.path().join("log");
+    let log_dir = tenant_dir(dir.path()).join("log");
     let sealed_path = files(dir.path(), ".zseg")[0].clone();
     let seg = SealedSegment::open(&sealed_path, 1).expect("opens");
     // The segment as appended: header, then every block's records.
@@ -229,12 +242,11 @@ fn a_forged_sealed_record_and_leaf_are_refused_at_read_time() {
     drop(seg);
     std::fs::remove_file(&sealed_path).expect("rm sealed");
     std::fs::write(log_dir.join(segment::file_name(1)), &raw).expect("forged segment");
-    veritrail_store::sealed::seal(&log_dir, 1).expect("resealed");
+    seal(&log_dir, 1).expect("resealed");
     std::fs::remove_file(log_dir.join(segment::file_name(1))).expect("rm appended");
     // The forged leaf hash, in the node files too.
-    let leaves = dir
-        .path()
-        .join(veritrail_store::index::INDEX_DIR)
+    let leaves = tenant_dir(dir.path())
+        .join(veritrail_store::embedded::INDEX_DIR)
         .join("level-00.dat");
     let f = std::fs::OpenOptions::new()
         .write(true)
@@ -247,15 +259,13 @@ fn a_forged_sealed_record_and_leaf_are_refused_at_read_time() {
     .expect("forge the leaf");
     drop(f);
 
-    let log = TenantLog::open_trusting(dir.path(), "t", config(), Some((head.size, head.root)))
+    let store = open(dir.path(), config())
         .expect("opens: nothing read at startup touches the forged block");
-    let reader = log.index_reader().expect("reader");
-    let err = log
-        .read(&reader, victim)
+    let err = read(&store, victim)
         .expect_err("the forgery is refused")
         .to_string();
     assert!(err.contains("seq 5") && err.contains("altered"), "{err}");
     // Its neighbours, unforged, are served.
-    let next = log.read(&reader, victim + 1).expect("a neighbour reads");
+    let next = read(&store, victim + 1).expect("a neighbour reads");
     assert_eq!(next.leaf_hash, expected[victim as usize + 1].1);
 }

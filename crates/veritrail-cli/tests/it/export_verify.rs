@@ -323,10 +323,11 @@ fn a_history_of_an_older_version_opens_and_is_signed_on_under_the_origin() {
     let key = veritrail_store::keys::load_signer(&data).expect("the signing key");
     let history = data.join("tenants/default/checkpoints.log");
     std::fs::remove_file(&history).expect("removing the history");
-    let old = veritrail_store::checkpoints::Checkpoints::open(&history, &key.verifier())
+    let old = veritrail_store::SignedCheckpoint::sign(cp.clone(), &key).expect("signed");
+    veritrail_store::embedded::formats::Checkpoints::open(&history, &key.verifier())
         .expect("a new history")
-        .issue(cp.clone(), &key)
-        .expect("signed");
+        .record(&old)
+        .expect("recorded");
     assert!(old.note.contains("\n\u{2014} veritrail "), "{}", old.note);
     let out = support::fsck(&data);
     assert!(

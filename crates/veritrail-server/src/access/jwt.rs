@@ -132,7 +132,7 @@ impl Issuers {
             if let Some(r) = c
                 .subject
                 .iter()
-                .find(|r| !veritrail_store::embedded::valid_tenant(&r.tenant))
+                .find(|r| !veritrail_store::valid_tenant(&r.tenant))
             {
                 return Err(JwtError::Config(format!(
                     "issuer {}, subject `{}`: `{}` is not a tenant name (a-z, 0-9, - and _, at most 64)",

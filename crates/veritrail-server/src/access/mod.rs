@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
 use uuid::Uuid;
 use veritrail_core::event::{format_time, Event};
-use veritrail_store::embedded::valid_tenant;
+use veritrail_store::valid_tenant;
 
 use crate::problem::Problem;
 use crate::{AppState, DEFAULT_TENANT};

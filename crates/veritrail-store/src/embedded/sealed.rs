@@ -1,6 +1,6 @@
 //! Sealed segments: a full segment rewritten once as zstd-compressed blocks with a block index.
 //!
-//! A segment is written as records appended to a `.seg` file (see [`crate::segment`]). Once the
+//! A segment is written as records appended to a `.seg` file (see [`crate::embedded::segment`]). Once the
 //! writer has moved on to the next segment, the full one is *sealed*: its records, byte for byte
 //! as they were appended (17-byte record header with its CRC-32C, then the payload), are cut into
 //! blocks of about [`BLOCK_BYTES`], each block is compressed as one zstd frame, and a block index
@@ -29,8 +29,8 @@ use std::ops::Range;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use crate::codec::{u32_le, u64_le};
-use crate::segment::{self, RawRecord, ReadOutcome, RecordKind, HEADER_LEN};
+use crate::embedded::codec::{u32_le, u64_le};
+use crate::embedded::segment::{self, RawRecord, ReadOutcome, RecordKind, HEADER_LEN};
 
 /// The 8-byte magic that opens every sealed segment (the last byte is the format version).
 pub const MAGIC: [u8; 8] = *b"VTSEAL\0\x01";
@@ -339,7 +339,7 @@ impl SealedSegment {
                 ReadOutcome::BadChecksum(r, _) => {
                     return Err(bad(format!("record seq {}: checksum fails", r.seq)))
                 }
-                ReadOutcome::Damaged(d) => return Err(bad(crate::log::describe(&d))),
+                ReadOutcome::Damaged(d) => return Err(bad(crate::embedded::log::describe(&d))),
             }
         }
         if events != u64::from(b.records) {
@@ -462,7 +462,10 @@ fn cut_blocks(bytes: &[u8], first_seq: u64) -> Result<Vec<(usize, usize, u64, u3
                     return Err(format!("offset {at} (seq {}): checksum fails", r.seq))
                 }
                 ReadOutcome::Damaged(d) => {
-                    return Err(format!("offset {at}: {}", crate::log::describe(&d)))
+                    return Err(format!(
+                        "offset {at}: {}",
+                        crate::embedded::log::describe(&d)
+                    ))
                 }
             };
         let end = next.map_or(at, |(end, _)| end);
@@ -583,7 +586,7 @@ fn verify(path: &Path, ordinal: u32, bytes: &[u8]) -> Result<(), SealedError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::segment::encode_record;
+    use crate::embedded::segment::encode_record;
 
     /// A segment of `n` records of varied sizes, written the way the log writes it.
     fn raw_segment(dir: &Path, ordinal: u32, first_seq: u64, n: usize) -> Vec<Vec<u8>> {

@@ -1,5 +1,5 @@
 //! The segment files of one log: reading records by position, whether their segment is still as
-//! appended (`.seg`) or sealed (`.zseg`, see [`crate::sealed`]), and sealing full segments in the
+//! appended (`.seg`) or sealed (`.zseg`, see [`crate::embedded::sealed`]), and sealing full segments in the
 //! background.
 //!
 //! A position (segment ordinal, byte offset) stays valid when its segment is sealed: a sealed
@@ -17,13 +17,13 @@ use std::sync::{Arc, RwLock};
 
 use std::time::Instant;
 
-use crate::entries::Entries;
+use crate::embedded::entries::Entries;
+use crate::embedded::index::{Index, Place, Pos};
+use crate::embedded::sealed::{self, SealedError, SealedSegment};
+use crate::embedded::seg_index;
+use crate::embedded::segment::{self, RawRecord, ReadOutcome};
 use crate::error::StoreError;
-use crate::index::{Index, Place, Pos};
 use crate::producers::ProducerStatus;
-use crate::sealed::{self, SealedError, SealedSegment};
-use crate::seg_index;
-use crate::segment::{self, RawRecord, ReadOutcome};
 
 /// An open segment file.
 #[derive(Clone)]
@@ -223,7 +223,7 @@ fn served(outcome: ReadOutcome, place: impl Fn() -> String) -> Result<RawRecord,
         ReadOutcome::Damaged(d) => Err(StoreError::Damaged(format!(
             "{}: {}",
             place(),
-            crate::log::describe(&d)
+            crate::embedded::log::describe(&d)
         ))),
     }
 }

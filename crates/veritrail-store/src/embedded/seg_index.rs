@@ -32,10 +32,10 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 use xorf::{Filter, Xor8};
 
-use crate::codec::{put_signed, put_varint, u32_le, u64_le, Reader};
-use crate::entries::{Entries, Term};
+use crate::embedded::codec::{put_signed, put_varint, u32_le, u64_le, Reader};
+use crate::embedded::entries::{Entries, Term};
+use crate::embedded::index::{Selector, SortKey};
 use crate::error::StoreError;
-use crate::index::{Selector, SortKey};
 use crate::producers::ProducerStatus;
 
 /// The 8-byte magic that opens every segment index (the last byte is the format version).
@@ -393,7 +393,7 @@ impl SegmentIndex {
     /// The terms `selector` picks, with their postings' place: `(value, offset, len, events, crc)`.
     fn terms(&self, selector: &Selector) -> Result<Vec<TermEntry>, StoreError> {
         let (code, value, prefix) = match selector {
-            Selector::All => (crate::entries::ALL, "", false),
+            Selector::All => (crate::embedded::entries::ALL, "", false),
             Selector::Exact(c, v) => (*c, v.as_str(), false),
             Selector::Prefix(c, p) => (*c, p.as_str(), true),
         };

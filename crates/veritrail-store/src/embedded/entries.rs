@@ -1,5 +1,5 @@
 //! The index of one segment in memory: the segment being appended to, and a full one until its
-//! sealed index file is written ([`crate::seg_index`] is the same index on disk).
+//! sealed index file is written ([`crate::embedded::seg_index`] is the same index on disk).
 //!
 //! Per event it keeps the record's offset, the event id, and one posting per indexed field
 //! value; postings list `(event time, local)` pairs in that order, where `local` is the seq minus
@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use uuid::Uuid;
 use veritrail_core::hash::Hash;
 
-use crate::index::{Indexed, Selector, SortKey, INDEXED_FIELDS};
+use crate::embedded::index::{Indexed, Selector, SortKey, INDEXED_FIELDS};
 
 /// Field code of the posting that lists every event of the segment.
 pub const ALL: u8 = 0xff;

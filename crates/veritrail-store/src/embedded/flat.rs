@@ -4,8 +4,9 @@
 //! They answer the lookups every proof makes with one positioned read each. Nodes are written with
 //! `pwrite` at their own offset as the writer completes them; writing the same node again
 //! (recovery replay) writes the same bytes. How far they are durable is recorded beside them
-//! (see [`crate::index`]).
+//! (see [`crate::embedded::index`]).
 
+use crate::engine::NodeError;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -101,6 +102,7 @@ impl FlatFiles {
     }
 
     /// Writes perfect node `index` of `level`.
+    #[cfg(test)]
     pub fn put_node(&self, level: u32, index: u64, hash: &[u8; 32]) -> std::io::Result<()> {
         self.put_nodes(level, index, hash)
     }
@@ -183,15 +185,6 @@ impl FlatFiles {
         }
         Ok(levels.get(level).cloned())
     }
-}
-
-/// A tree node could not be read.
-#[derive(Debug, thiserror::Error)]
-pub enum NodeError {
-    #[error("tree node (level {level}, index {index}) is missing from the derived state")]
-    Missing { level: u32, index: u64 },
-    #[error("reading tree node: {0}")]
-    Io(#[from] std::io::Error),
 }
 
 #[cfg(test)]

@@ -23,15 +23,15 @@ use veritrail_core::event::Record;
 use veritrail_core::hash::{leaf_hash, Hash};
 use veritrail_core::merkle::Frontier;
 
-use crate::entries::Entries;
+use crate::embedded::entries::Entries;
+use crate::embedded::index::{track_producers, Index, View};
+use crate::embedded::log::{describe, open_for_append};
+use crate::embedded::sealed::{self, SealedSegment};
+use crate::embedded::seg_index::{self, SegmentIndex};
+use crate::embedded::segment::{self, Damage, RawRecord, ReadOutcome, RecordKind, HEADER_LEN};
+use crate::embedded::segments::{open_sealed, SealJob};
 use crate::error::StoreError;
-use crate::index::{track_producers, Index, View};
-use crate::log::{describe, open_for_append};
 use crate::producers::ProducerStatus;
-use crate::sealed::{self, SealedSegment};
-use crate::seg_index::{self, SegmentIndex};
-use crate::segment::{self, Damage, RawRecord, ReadOutcome, RecordKind, HEADER_LEN};
-use crate::segments::{open_sealed, SealJob};
 
 /// Tree nodes written per batch while recomputing them.
 const NODE_BATCH: usize = 64 * 1024;
@@ -200,7 +200,7 @@ pub(crate) fn recover(
             (segment::create(dir, ordinal, scan.next_seq)?, ordinal)
         }
     };
-    let head = crate::log::Head {
+    let head = crate::engine::Head {
         size: scan.frontier.size(),
         root: scan.frontier.root(),
     };

@@ -6,7 +6,7 @@
 //! Each log signs under the name of its origin ([`crate::keys::log_signer`]). Older versions
 //! signed every log under the name stored in the key file (the key's own name); a history they
 //! wrote still opens, and the first checkpoint asked of it is signed again under the origin's
-//! name, at the same size if the log has not grown (see [`Checkpoints::issue`]).
+//! name, at the same size if the log has not grown (see [`crate::ledger::Ledger`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,24 +14,12 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use veritrail_core::checkpoint::Checkpoint;
-use veritrail_core::note::{NoteSigner, NoteVerifier};
+use veritrail_core::note::NoteVerifier;
 
+use crate::engine::SignedCheckpoint;
 use crate::error::StoreError;
-
-/// A checkpoint with its signed-note text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SignedCheckpoint {
-    pub checkpoint: Checkpoint,
-    /// The full signed note, as served at `GET /v1/checkpoint`.
-    pub note: String,
-    /// The name of the key whose signature it carries: the origin, or the key's own name for a
-    /// checkpoint signed by an older version.
-    pub key_name: String,
-    /// When this process issued or loaded it (for the checkpoint-age metric).
-    pub seen_at: DateTime<Utc>,
-}
 
 /// The history file and its latest entry.
 pub struct Checkpoints {
@@ -52,7 +40,7 @@ impl Checkpoints {
             .open(path)
             .map_err(StoreError::io(format!("opening {}", path.display())))?;
         if !existed {
-            crate::segment::sync_parent(path)?;
+            crate::embedded::segment::sync_parent(path)?;
         }
         let notes = read_all(&file, path)?;
         let latest = match notes.last() {
@@ -73,36 +61,24 @@ impl Checkpoints {
         self.state.lock().ok().and_then(|s| s.1.clone())
     }
 
-    /// Signs `cp`, makes it durable and makes it the latest. A checkpoint no newer than the
-    /// latest is not issued again, with one exception: a latest checkpoint signed under another
-    /// name (an older version's) is signed again under `signer`'s name at the same size, so that
-    /// every checkpoint served verifies with the log's own verifier key. Its tree must be the
-    /// one already signed.
-    pub fn issue(
-        &self,
-        cp: Checkpoint,
-        signer: &NoteSigner,
-    ) -> Result<SignedCheckpoint, StoreError> {
+    /// Makes `signed` durable and the latest. The history only grows: a checkpoint of fewer
+    /// leaves than the latest is refused (the layer above issues them one at a time).
+    pub fn record(&self, signed: &SignedCheckpoint) -> Result<(), StoreError> {
         let mut state = self
             .state
             .lock()
             .map_err(|_| StoreError::Failed("checkpoint lock poisoned".into()))?;
         if let Some(latest) = &state.1 {
-            let renamed = latest.key_name != signer.name();
-            if latest.checkpoint.size > cp.size || (latest.checkpoint.size == cp.size && !renamed) {
-                return Ok(latest.clone());
-            }
-            if latest.checkpoint.size == cp.size && latest.checkpoint.root != cp.root {
-                return Err(StoreError::Damaged(format!(
-                    "{}: the tree of {} events does not match its signed checkpoint",
+            if latest.checkpoint.size > signed.checkpoint.size {
+                return Err(StoreError::Checkpoint(format!(
+                    "{}: a checkpoint of {} events cannot follow one of {}",
                     self.path.display(),
-                    cp.size
+                    signed.checkpoint.size,
+                    latest.checkpoint.size
                 )));
             }
         }
-        let note = signer
-            .sign(&cp.to_text())
-            .map_err(|e| StoreError::Checkpoint(e.to_string()))?;
+        let note = &signed.note;
         let mut entry = Vec::with_capacity(note.len() + 8);
         entry.extend_from_slice(&(note.len() as u32).to_le_bytes());
         entry.extend_from_slice(&crc32c::crc32c(note.as_bytes()).to_le_bytes());
@@ -113,14 +89,8 @@ impl Checkpoints {
             .write_all(&entry)
             .and_then(|()| state.0.sync_data())
             .map_err(StoreError::io(context))?;
-        let signed = SignedCheckpoint {
-            checkpoint: cp,
-            note,
-            key_name: signer.name().to_owned(),
-            seen_at: Utc::now(),
-        };
         state.1 = Some(signed.clone());
-        Ok(signed)
+        Ok(())
     }
 }
 
@@ -212,7 +182,7 @@ fn read_entry(file: &File, at: u64, len: u64) -> std::io::Result<Entry> {
     let crc = u32::from_le_bytes([h[4], h[5], h[6], h[7]]);
     if n == 0 {
         // An empty note is never written: zeros here are an extension the write never filled.
-        return Ok(if crate::segment::rest_is_zero(file, at, len)? {
+        return Ok(if crate::embedded::segment::rest_is_zero(file, at, len)? {
             Entry::Torn
         } else {
             Entry::Damaged("empty entry")

@@ -8,7 +8,7 @@
 //! acknowledgement sees the event.
 //!
 //! When a segment is full the writer starts the next one and hands the full one to the sealer
-//! thread, which compresses it and writes its index file ([`crate::segments`]).
+//! thread, which compresses it and writes its index file ([`crate::embedded::segments`]).
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -22,15 +22,17 @@ use std::time::Instant;
 use chrono::{DateTime, Utc};
 use tokio::sync::oneshot;
 use uuid::Uuid;
-use veritrail_core::event::{Event, Leaf, Record};
+use veritrail_core::event::{Event, Record};
 use veritrail_core::hash::{leaf_hash, Hash};
 use veritrail_core::merkle::Frontier;
 
+use super::snapshot::EmbeddedSnapshot;
+use crate::embedded::index::{Index, IndexReader, LeafEntry, Pos};
+use crate::embedded::segment::{self, Damage, RecordKind, HEADER_LEN};
+use crate::embedded::segments::{SealJob, Sealer, Segments};
+use crate::engine::{Appended, Head, Receipt};
 use crate::error::StoreError;
-use crate::index::{Index, IndexReader, LeafEntry, Pos};
-use crate::segment::{self, Damage, RecordKind, HEADER_LEN};
-use crate::segments::{SealJob, Sealer, Segments};
-use crate::verify::RootVerifier;
+use crate::verify::{find_verified, RootVerifier};
 
 /// Tuning of one log.
 #[derive(Debug, Clone)]
@@ -59,68 +61,6 @@ impl Default for LogConfig {
             max_unsealed_segments: 4,
         }
     }
-}
-
-/// The receipt for one event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Receipt {
-    pub event_id: Uuid,
-    pub seq: u64,
-    pub leaf_hash: Hash,
-    /// True when the event id was already recorded with the same content.
-    pub duplicate: bool,
-}
-
-/// What an append returns once durable.
-#[derive(Debug, Clone)]
-pub struct Appended {
-    pub receipts: Vec<Receipt>,
-    /// A tree size that includes every receipt.
-    pub tree_size: u64,
-}
-
-/// An event as stored, checked against its checksum and its leaf hash.
-#[derive(Debug, Clone)]
-pub struct StoredEvent {
-    pub seq: u64,
-    pub leaf_hash: Hash,
-    /// The canonical bytes exactly as stored (the leaf input).
-    pub bytes: Vec<u8>,
-}
-
-impl StoredEvent {
-    /// The parsed leaf document. The bytes matched the tree's leaf hash, so they are exactly the
-    /// bytes validated at ingest (see [`Leaf`]).
-    pub fn leaf(&self) -> Result<Leaf, StoreError> {
-        Leaf::from_bytes(&self.bytes).map_err(|e| {
-            StoreError::Damaged(format!(
-                "seq {}: stored record does not decode: {e}",
-                self.seq
-            ))
-        })
-    }
-
-    /// The event as an API answer: its fields plus `seq`, `leaf_hash`, `ingested_at`, `tenant`
-    /// and any `extra` members (name, raw JSON), without parsing the stored bytes.
-    pub fn render(&self, extra: &[(&str, &str)]) -> Result<String, StoreError> {
-        let seq = self.seq.to_string();
-        let hash = format!("\"{}\"", veritrail_core::hash::to_b64(&self.leaf_hash));
-        let mut members = vec![("seq", seq.as_str()), ("leaf_hash", hash.as_str())];
-        members.extend_from_slice(extra);
-        veritrail_core::event::render_leaf(&self.bytes, &members).ok_or_else(|| {
-            StoreError::Damaged(format!(
-                "seq {}: stored record is not a leaf document",
-                self.seq
-            ))
-        })
-    }
-}
-
-/// The published state of the tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Head {
-    pub size: u64,
-    pub root: Hash,
 }
 
 /// The head the log serves, and whether appends stopped.
@@ -207,9 +147,9 @@ impl TenantLog {
     ) -> Result<TenantLog, StoreError> {
         let log_dir = dir.join("log");
         segment::create_dir_durable(&log_dir)?;
-        let index = Arc::new(Index::open(&dir.join(crate::index::INDEX_DIR))?);
+        let index = Arc::new(Index::open(&dir.join(crate::embedded::index::INDEX_DIR))?);
         let segments = Arc::new(Segments::new(&log_dir, config.block_cache_bytes));
-        let recovered = crate::recovery::recover(&log_dir, &index, trusted.map(|t| t.0))?;
+        let recovered = crate::embedded::recovery::recover(&log_dir, &index, trusted.map(|t| t.0))?;
         let verifier = Arc::new(RootVerifier::default());
         let marked = Arc::new(std::sync::atomic::AtomicU64::new(recovered.marked));
         if let Some((size, root)) = trusted {
@@ -314,6 +254,14 @@ impl TenantLog {
         self.index.reader()
     }
 
+    /// A read view of the log covering every event acknowledged so far.
+    pub fn snapshot(&self) -> Result<EmbeddedSnapshot, StoreError> {
+        Ok(EmbeddedSnapshot {
+            reader: self.index.reader()?,
+            segments: self.segments.clone(),
+        })
+    }
+
     /// Events waiting for the writer.
     pub fn queue_depth(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
@@ -362,16 +310,6 @@ impl TenantLog {
                 Err(StoreError::Closed)
             }
         }
-    }
-
-    /// Reads and verifies the event at `seq` (checksum, then leaf hash against the tree).
-    pub fn read(&self, reader: &IndexReader, seq: u64) -> Result<StoredEvent, StoreError> {
-        read_verified(&self.segments, &self.verifier, reader, seq)
-    }
-
-    /// The event with this id, verified.
-    pub fn find(&self, reader: &IndexReader, id: &Uuid) -> Result<Option<StoredEvent>, StoreError> {
-        find_verified(&self.segments, &self.verifier, reader, id)
     }
 
     /// Records a signed checkpoint (its note, committing to `size` leaves) in the log itself, in
@@ -528,8 +466,11 @@ impl Writer {
             Some(why) => Err(StoreError::Failed(why)),
             None => Ok(()),
         };
-        let reader = match ready.and_then(|()| self.index.reader()) {
-            Ok(r) => r,
+        let view = match ready.and_then(|()| self.index.reader()) {
+            Ok(reader) => EmbeddedSnapshot {
+                reader,
+                segments: self.segments.clone(),
+            },
             Err(e) => {
                 for r in group {
                     let _ = r.reply.send(Err(StoreError::Failed(e.to_string())));
@@ -543,7 +484,7 @@ impl Writer {
         let mut markers = Vec::new();
         for req in group {
             markers.extend(req.marker);
-            match self.plan(req.leaves, &reader, &mut new_leaves, &mut ids) {
+            match self.plan(req.leaves, &view, &mut new_leaves, &mut ids) {
                 Ok(receipts) => planned.push(Planned {
                     reply: req.reply,
                     receipts,
@@ -553,7 +494,7 @@ impl Writer {
                 }
             }
         }
-        drop(reader);
+        drop(view);
         let result = if new_leaves.is_empty() && markers.is_empty() {
             Ok(())
         } else {
@@ -578,12 +519,12 @@ impl Writer {
     fn plan(
         &self,
         leaves: Vec<NewLeaf>,
-        reader: &IndexReader,
+        view: &EmbeddedSnapshot,
         group: &mut Vec<NewLeaf>,
         ids: &mut HashMap<Uuid, usize>,
     ) -> Result<Vec<Receipt>, StoreError> {
         let first_new = group.len();
-        let result = self.plan_into(leaves, reader, group, ids);
+        let result = self.plan_into(leaves, view, group, ids);
         if result.is_err() {
             // Atomic requests: forget this request's leaves.
             for l in group.drain(first_new..) {
@@ -598,7 +539,7 @@ impl Writer {
     fn find(
         &self,
         new: &NewLeaf,
-        reader: &IndexReader,
+        view: &EmbeddedSnapshot,
         group: &[NewLeaf],
         ids: &HashMap<Uuid, usize>,
     ) -> Result<Option<(u64, Hash, bool)>, StoreError> {
@@ -611,7 +552,7 @@ impl Writer {
                 same(&group[k]),
             )));
         }
-        let Some(stored) = find_verified(&self.segments, &self.verifier, reader, &id)? else {
+        let Some(stored) = find_verified(view, &self.verifier, &id)? else {
             return Ok(None);
         };
         let seq = stored.seq;
@@ -623,7 +564,7 @@ impl Writer {
     fn plan_into(
         &self,
         leaves: Vec<NewLeaf>,
-        reader: &IndexReader,
+        view: &EmbeddedSnapshot,
         group: &mut Vec<NewLeaf>,
         ids: &mut HashMap<Uuid, usize>,
     ) -> Result<Vec<Receipt>, StoreError> {
@@ -631,7 +572,7 @@ impl Writer {
         let mut receipts = Vec::with_capacity(leaves.len());
         for (i, new) in leaves.into_iter().enumerate() {
             let id = new.event.event_id;
-            match self.find(&new, reader, group, ids)? {
+            match self.find(&new, view, group, ids)? {
                 Some((seq, leaf, true)) => receipts.push(Receipt {
                     event_id: id,
                     seq,
@@ -815,59 +756,6 @@ pub(crate) fn open_for_append(path: &Path) -> Result<File, StoreError> {
         .append(true)
         .open(path)
         .map_err(StoreError::io(format!("opening {}", path.display())))
-}
-
-/// Reads the event at `seq` and serves it only if its checksum, its `seq` and its leaf hash all
-/// hold: the leaf hash against the one this process computed (open segments), or through its
-/// inclusion in a trusted root (sealed segments; see [`RootVerifier`]), never against a stored
-/// node alone.
-fn read_verified(
-    segments: &Segments,
-    verifier: &RootVerifier,
-    reader: &IndexReader,
-    seq: u64,
-) -> Result<StoredEvent, StoreError> {
-    let place = reader.place(seq).ok_or_else(|| {
-        StoreError::Damaged(format!("seq {seq}: no position in the derived state"))
-    })?;
-    let raw = segments.read_place(place, seq)?;
-    if raw.seq != seq {
-        return Err(StoreError::Damaged(format!(
-            "seq {seq}: the record at its position holds seq {}",
-            raw.seq
-        )));
-    }
-    let leaf_hash = leaf_hash(&raw.payload);
-    match reader.trusted_leaf(seq) {
-        Some(trusted) if trusted == leaf_hash => {}
-        Some(_) => {
-            return Err(StoreError::Damaged(format!(
-                "seq {seq}: stored bytes do not match the leaf hash in the tree"
-            )))
-        }
-        None => verifier.verify(reader, seq, &leaf_hash)?,
-    }
-    Ok(StoredEvent {
-        seq,
-        leaf_hash,
-        bytes: raw.payload,
-    })
-}
-
-/// The event with this id, verified: the index gives candidates, the record decides.
-fn find_verified(
-    segments: &Segments,
-    verifier: &RootVerifier,
-    reader: &IndexReader,
-    id: &Uuid,
-) -> Result<Option<StoredEvent>, StoreError> {
-    for seq in reader.id_candidates(id)? {
-        let stored = read_verified(segments, verifier, reader, seq)?;
-        if stored.leaf()?.event_id() == Some(*id) {
-            return Ok(Some(stored));
-        }
-    }
-    Ok(None)
 }
 
 /// Writes, syncs and removes a small file in `dir`: can the disk take appends?

@@ -1,55 +1,71 @@
-//! The embedded engine: one directory per tenant under `<data-dir>/tenants/`.
+//! The embedded engine: every tenant's log in local files, one directory per tenant under
+//! `<data-dir>/tenants/`. Its modules are private; [`EmbeddedEngine`] is the way in, with
+//! [`fsck`] and the readers of its file formats ([`formats`]) for tools and fuzzing.
+
+mod checkpoints;
+mod codec;
+mod entries;
+mod flat;
+pub mod fsck;
+mod index;
+mod log;
+mod recovery;
+pub(crate) mod sealed;
+mod seg_index;
+pub mod segment;
+mod segments;
+mod snapshot;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use uuid::Uuid;
-use veritrail_core::checkpoint::Checkpoint;
 use veritrail_core::event::Event;
 use veritrail_core::hash::Hash;
 use veritrail_core::merkle;
-use veritrail_core::note::NoteSigner;
+use veritrail_core::note::NoteVerifier;
 
-use crate::checkpoints::{Checkpoints, SignedCheckpoint};
+use crate::engine::{Engine, SignedCheckpoint};
 use crate::error::StoreError;
-use crate::log::{Head, LogConfig, StoredEvent, TenantLog};
-use crate::query::{self, Page};
-use crate::{PendingAppend, QuerySpec, Store, WindowSpec};
+use crate::PendingAppend;
+use checkpoints::Checkpoints;
+pub use index::INDEX_DIR;
+pub use log::LogConfig;
+use log::TenantLog;
+pub use snapshot::EmbeddedSnapshot;
 
-/// Shortest time between two checkpoints signed for one tenant.
-const MIN_ISSUE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
+/// The readers and writers of the engine's file formats, for tools, tests and fuzzing.
+pub mod formats {
+    pub use super::checkpoints::Checkpoints;
+    pub use super::index::{Selector, INDEXED_FIELDS};
+    pub use super::sealed::{seal, SealedSegment};
+    pub use super::seg_index::SegmentIndex;
+    pub use super::segment;
+}
 
 /// Settings of the embedded engine.
 #[derive(Debug, Clone)]
 pub struct EmbeddedConfig {
     pub data_dir: PathBuf,
     pub log: LogConfig,
-    /// Checkpoint origins are `<origin_prefix>/<tenant>`, and each log's key is named after its
-    /// origin.
-    pub origin_prefix: String,
     /// Start even when a tenant's checkpoint history does not reach the checkpoints its log
     /// recorded (a deliberate reset: the next checkpoint starts a new history).
     pub reset_checkpoint_history: bool,
 }
 
 /// One tenant's log with its checkpoint history.
-pub struct Tenant {
-    pub log: TenantLog,
-    pub checkpoints: Checkpoints,
-    pub origin: String,
-    /// The data directory's key, named after `origin`.
-    pub signer: NoteSigner,
+struct Tenant {
+    log: TenantLog,
+    checkpoints: Checkpoints,
 }
 
-/// The embedded store.
-pub struct EmbeddedStore {
-    /// Held open for the store's lifetime: its lock keeps a second process off the directory.
+/// The embedded engine.
+pub struct EmbeddedEngine {
+    /// Held open for the engine's lifetime: its lock keeps a second process off the directory.
     _lock: std::fs::File,
     config: EmbeddedConfig,
-    /// The data directory's one secret, under the name stored with it; each tenant signs with it
-    /// under its origin's name ([`Tenant::signer`]).
-    key: NoteSigner,
+    /// Checks the signatures of every checkpoint history at open.
+    key: NoteVerifier,
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
 }
 
@@ -78,25 +94,15 @@ pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, StoreError> {
     }
 }
 
-/// True for names usable as a tenant directory and checkpoint origin suffix.
-pub fn valid_tenant(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
-}
-
-impl EmbeddedStore {
-    /// Opens the store and every tenant already on disk (recovering each). `key` is the data
-    /// directory's signing key ([`crate::keys::load_or_create_signer`]).
-    pub fn open(config: EmbeddedConfig, key: NoteSigner) -> Result<EmbeddedStore, StoreError> {
-        // An origin prefix that cannot name a key fails here, not at a tenant's first event.
-        crate::keys::log_signer(&key, &log_origin(&config.origin_prefix, "default"))?;
+impl EmbeddedEngine {
+    /// Opens the engine and every tenant already on disk (recovering each). `key` checks the
+    /// signatures of the checkpoint histories (the data directory's key,
+    /// [`crate::keys::load_or_create_signer`]).
+    pub fn open(config: EmbeddedConfig, key: NoteVerifier) -> Result<EmbeddedEngine, StoreError> {
         let tenants_dir = config.data_dir.join("tenants");
-        crate::segment::create_dir_durable(&tenants_dir)?;
+        segment::create_dir_durable(&tenants_dir)?;
         let lock = lock_data_dir(&config.data_dir)?;
-        let store = EmbeddedStore {
+        let engine = EmbeddedEngine {
             _lock: lock,
             config,
             key,
@@ -106,11 +112,11 @@ impl EmbeddedStore {
             let name = entry
                 .map_err(StoreError::io("listing tenants"))?
                 .file_name();
-            if let Some(name) = name.to_str().filter(|n| valid_tenant(n)) {
-                store.tenant(name, true)?;
+            if let Some(name) = name.to_str().filter(|n| crate::valid_tenant(n)) {
+                engine.tenant(name, true)?;
             }
         }
-        Ok(store)
+        Ok(engine)
     }
 
     /// The directory of `tenant`.
@@ -118,43 +124,23 @@ impl EmbeddedStore {
         data_dir.join("tenants").join(tenant)
     }
 
-    /// The checkpoint origin of `tenant`'s log, which also names its key.
-    pub fn origin(&self, tenant: &str) -> String {
-        log_origin(&self.config.origin_prefix, tenant)
-    }
-
-    /// The key that signs `tenant`'s checkpoints: the data directory's key under the name of the
-    /// log's origin.
-    pub fn signer(&self, tenant: &str) -> Result<NoteSigner, StoreError> {
-        crate::keys::log_signer(&self.key, &self.origin(tenant))
-    }
-
-    /// Names of the tenants with a log.
-    pub fn tenant_names(&self) -> Vec<String> {
-        self.tenants
-            .read()
-            .map(|t| t.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
     /// The tenant's log, opening (and with `create`, creating) it on first use.
-    pub fn tenant(&self, name: &str, create: bool) -> Result<Option<Arc<Tenant>>, StoreError> {
+    fn tenant(&self, name: &str, create: bool) -> Result<Option<Arc<Tenant>>, StoreError> {
         if let Some(t) = self.tenants.read().map_err(|_| poisoned())?.get(name) {
             return Ok(Some(t.clone()));
         }
         let dir = Self::tenant_dir(&self.config.data_dir, name);
-        if !valid_tenant(name) || (!create && !dir.exists()) {
+        if !crate::valid_tenant(name) || (!create && !dir.exists()) {
             return Ok(None);
         }
         let mut tenants = self.tenants.write().map_err(|_| poisoned())?;
         if let Some(t) = tenants.get(name) {
             return Ok(Some(t.clone()));
         }
-        let signer = self.signer(name)?;
         // The checkpoint history is read (and its signatures checked) first: the log's recovery
         // and its reads trust its root.
-        crate::segment::create_dir_durable(&dir)?;
-        let checkpoints = Checkpoints::open(&dir.join("checkpoints.log"), &self.key.verifier())?;
+        segment::create_dir_durable(&dir)?;
+        let checkpoints = Checkpoints::open(&dir.join("checkpoints.log"), &self.key)?;
         let trusted = checkpoints
             .latest()
             .map(|l| (l.checkpoint.size, l.checkpoint.root));
@@ -162,30 +148,35 @@ impl EmbeddedStore {
         check_against_checkpoint(&log, &checkpoints)?;
         let history = trusted.map_or(0, |t| t.0);
         if log.marked() > history {
-            let finding = crate::fsck::history_removed(log.marked(), trusted.map(|t| t.0));
+            let finding = fsck::history_removed(log.marked(), trusted.map(|t| t.0));
             if !self.config.reset_checkpoint_history {
                 return Err(StoreError::Damaged(finding));
             }
             tracing::warn!(tenant = name, "{finding}; starting a new checkpoint history as asked (--reset-checkpoint-history)");
         }
-        let t = Arc::new(Tenant {
-            log,
-            checkpoints,
-            origin: self.origin(name),
-            signer,
-        });
+        let t = Arc::new(Tenant { log, checkpoints });
         tenants.insert(name.to_string(), t.clone());
         Ok(Some(t))
+    }
+
+    fn creating(&self, tenant: &str) -> Result<Arc<Tenant>, StoreError> {
+        self.tenant(tenant, true)?
+            .ok_or_else(|| StoreError::OutOfRange(format!("invalid tenant `{tenant}`")))
+    }
+
+    /// Full segments of `tenant` waiting for the sealer.
+    pub fn unsealed(&self, tenant: &str) -> Result<usize, StoreError> {
+        Ok(self.tenant(tenant, false)?.map_or(0, |t| t.log.unsealed()))
     }
 
     /// Deletes and rebuilds the derived state (indexes and tree nodes) of `tenant` in a stopped
     /// store's `data_dir` from its log. Returns the number of events indexed.
     pub fn reindex(data_dir: &Path, tenant: &str) -> Result<u64, StoreError> {
         let dir = Self::tenant_dir(data_dir, tenant);
-        let index = dir.join(crate::index::INDEX_DIR);
+        let index = dir.join(crate::embedded::index::INDEX_DIR);
         // Hold the index's lock while deleting it: a running server holds it, and then nothing is
         // deleted. The lock file itself stays; it is released just before the rebuild takes it.
-        let lock = crate::index::lock(&index)?;
+        let lock = crate::embedded::index::lock(&index)?;
         if index.exists() {
             std::fs::remove_dir_all(&index)
                 .map_err(StoreError::io(format!("removing {}", index.display())))?;
@@ -208,7 +199,7 @@ impl EmbeddedStore {
         mut progress: impl FnMut(usize),
     ) -> Result<Migration, StoreError> {
         let dir = Self::tenant_dir(data_dir, tenant);
-        let before = crate::fsck::check(&dir, vkey, |_, _| {})?;
+        let before = crate::embedded::fsck::check(&dir, vkey, |_, _| {})?;
         if !before.ok() {
             return Err(StoreError::Damaged(format!(
                 "fsck finds damage; nothing was converted: {}",
@@ -231,7 +222,7 @@ impl EmbeddedStore {
         }
         log.close();
         drop(log);
-        let after = crate::fsck::check(&dir, vkey, |_, _| {})?;
+        let after = crate::embedded::fsck::check(&dir, vkey, |_, _| {})?;
         if !after.ok() || after.events != before.events || after.root != before.root {
             return Err(StoreError::Damaged(format!(
                 "after conversion the log differs: {} events with root {} before, {} with root {} after; problems: {}",
@@ -250,14 +241,9 @@ impl EmbeddedStore {
             segments: after.segments,
         })
     }
-
-    fn existing(&self, name: &str) -> Result<Arc<Tenant>, StoreError> {
-        self.tenant(name, false)?
-            .ok_or_else(|| StoreError::OutOfRange(format!("tenant `{name}` has no events")))
-    }
 }
 
-/// What [`EmbeddedStore::migrate`] did to one tenant's log.
+/// What [`EmbeddedEngine::migrate`] did to one tenant's log.
 #[derive(Debug, Clone)]
 pub struct Migration {
     pub events: u64,
@@ -295,223 +281,44 @@ fn check_against_checkpoint(log: &TenantLog, checkpoints: &Checkpoints) -> Resul
     Ok(())
 }
 
-/// The checkpoint origin of `tenant`'s log under the origin prefix `prefix`.
-pub fn log_origin(prefix: &str, tenant: &str) -> String {
-    format!("{prefix}/{tenant}")
-}
-
-/// True when `cp` is signed under the tenant's own key name, so that it verifies with the
-/// tenant's verifier key (and not only with the key name of an older version).
-fn signed_as_tenant(t: &Tenant, cp: &SignedCheckpoint) -> bool {
-    cp.key_name == t.signer.name()
-}
-
 fn poisoned() -> StoreError {
     StoreError::Failed("tenant table lock poisoned".into())
 }
 
-impl Store for EmbeddedStore {
+impl Engine for EmbeddedEngine {
+    type Snapshot = EmbeddedSnapshot;
+
     fn append(&self, tenant: &str, events: Vec<Event>) -> Result<PendingAppend, StoreError> {
-        let t = self
-            .tenant(tenant, true)?
-            .ok_or_else(|| StoreError::OutOfRange(format!("invalid tenant `{tenant}`")))?;
-        t.log.append(events)
+        self.creating(tenant)?.log.append(events)
     }
 
-    fn get(&self, tenant: &str, id: &Uuid) -> Result<Option<StoredEvent>, StoreError> {
-        let Some(t) = self.tenant(tenant, false)? else {
-            return Ok(None);
-        };
-        let reader = t.log.index_reader()?;
-        t.log.find(&reader, id)
-    }
-
-    fn query(&self, tenant: &str, spec: &QuerySpec<'_>) -> Result<Page, StoreError> {
-        let Some(t) = self.tenant(tenant, false)? else {
-            return Ok(Page {
-                events: Vec::new(),
-                next_cursor: None,
-            });
-        };
-        let reader = t.log.index_reader()?;
-        query::run(
-            &t.log,
-            &reader,
-            spec.filter,
-            spec.order,
-            spec.cursor,
-            spec.limit,
-        )
-    }
-
-    fn query_keys(
-        &self,
-        tenant: &str,
-        spec: &QuerySpec<'_>,
-    ) -> Result<Option<query::KeyPage>, StoreError> {
-        let Some(t) = self.tenant(tenant, false)? else {
-            return Ok(Some(query::KeyPage {
-                keys: Vec::new(),
-                next_cursor: None,
-            }));
-        };
-        let reader = t.log.index_reader()?;
-        query::run_keys(&reader, spec.filter, spec.order, spec.cursor, spec.limit)
-    }
-
-    fn read_keys(
-        &self,
-        tenant: &str,
-        keys: &[crate::index::SortKey],
-    ) -> Result<Vec<crate::Hit>, StoreError> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let t = self.existing(tenant)?;
-        let reader = t.log.index_reader()?;
-        query::read_keys(&t.log, &reader, keys)
-    }
-
-    fn query_window(
-        &self,
-        tenant: &str,
-        spec: &WindowSpec<'_>,
-    ) -> Result<query::Window, StoreError> {
-        let Some(t) = self.tenant(tenant, false)? else {
-            return Ok(query::Window {
-                events: Vec::new(),
-                total: 0,
-            });
-        };
-        let reader = t.log.index_reader()?;
-        query::run_window(
-            &t.log,
-            &reader,
-            spec.filter,
-            spec.order,
-            spec.offset,
-            spec.limit,
-        )
-    }
-
-    fn head(&self, tenant: &str) -> Result<Head, StoreError> {
-        Ok(match self.tenant(tenant, false)? {
-            Some(t) => t.log.head()?,
-            None => Head {
-                size: 0,
-                root: veritrail_core::hash::empty_root(),
-            },
-        })
-    }
-
-    fn root(&self, tenant: &str, size: u64) -> Result<Hash, StoreError> {
-        let t = self.existing(tenant)?;
-        check_size(size, t.log.head()?.size)?;
-        let reader = t.log.index_reader()?;
-        let mut nodes = reader.nodes();
-        let result = merkle::root(size, &mut nodes)?;
-        Ok(result)
-    }
-
-    fn leaf_hash(&self, tenant: &str, index: u64) -> Result<Hash, StoreError> {
-        let t = self.existing(tenant)?;
-        let size = t.log.head()?.size;
-        if index >= size {
-            return Err(StoreError::OutOfRange(format!(
-                "leaf {index} is beyond the log ({size} events)"
-            )));
-        }
-        let reader = t.log.index_reader()?;
-        let mut nodes = reader.nodes();
-        Ok(nodes(0, index)?)
-    }
-
-    fn inclusion_proof(
-        &self,
-        tenant: &str,
-        index: u64,
-        size: u64,
-    ) -> Result<Vec<Hash>, StoreError> {
-        let t = self.existing(tenant)?;
-        check_size(size, t.log.head()?.size)?;
-        let reader = t.log.index_reader()?;
-        let mut nodes = reader.nodes();
-        let result = merkle::inclusion_proof(index, size, &mut nodes)?;
-        Ok(result)
-    }
-
-    fn consistency_proof(&self, tenant: &str, old: u64, new: u64) -> Result<Vec<Hash>, StoreError> {
-        let t = self.existing(tenant)?;
-        check_size(new, t.log.head()?.size)?;
-        let reader = t.log.index_reader()?;
-        let mut nodes = reader.nodes();
-        let result = merkle::consistency_proof(old, new, &mut nodes)?;
-        Ok(result)
-    }
-
-    fn checkpoint(&self, tenant: &str) -> Result<SignedCheckpoint, StoreError> {
-        let t = self
-            .tenant(tenant, true)?
-            .ok_or_else(|| StoreError::OutOfRange(format!("invalid tenant `{tenant}`")))?;
-        let latest = t.checkpoints.latest();
-        if let Some(l) = &latest {
-            // Signing is an fsync: however often checkpoints are asked for while the log grows,
-            // issue at most one per interval. The caller waits out the rest of the interval and
-            // still gets a checkpoint that covers the head as it was when it asked.
-            let since = (chrono::Utc::now() - l.seen_at)
-                .to_std()
-                .unwrap_or_default();
-            if l.checkpoint.size < t.log.head()?.size && since < MIN_ISSUE_INTERVAL {
-                std::thread::sleep(MIN_ISSUE_INTERVAL - since);
-            }
-        }
-        let head = t.log.head()?;
-        match t.checkpoints.latest().or(latest) {
-            Some(latest)
-                if latest.checkpoint.size >= head.size && signed_as_tenant(&t, &latest) =>
-            {
-                Ok(latest)
-            }
-            _ => {
-                let cp = Checkpoint {
-                    origin: t.origin.clone(),
-                    size: head.size,
-                    root: head.root,
-                    extensions: Vec::new(),
-                };
-                let signed = t.checkpoints.issue(cp, &t.signer)?;
-                t.log.trust(signed.checkpoint.size, signed.checkpoint.root);
-                t.log.mark_checkpoint(signed.checkpoint.size, &signed.note);
-                Ok(signed)
-            }
+    fn snapshot(&self, tenant: &str) -> Result<Option<EmbeddedSnapshot>, StoreError> {
+        match self.tenant(tenant, false)? {
+            Some(t) => Ok(Some(t.log.snapshot()?)),
+            None => Ok(None),
         }
     }
 
-    fn checkpoint_covering(&self, tenant: &str, size: u64) -> Result<SignedCheckpoint, StoreError> {
-        let latest = self.tenant(tenant, false)?.and_then(|t| {
-            t.checkpoints
-                .latest()
-                .filter(|l| l.checkpoint.size >= size && signed_as_tenant(&t, l))
-        });
-        match latest {
-            Some(l) => Ok(l),
-            None => self.checkpoint(tenant),
-        }
+    fn latest_checkpoint(&self, tenant: &str) -> Result<Option<SignedCheckpoint>, StoreError> {
+        Ok(self
+            .tenant(tenant, false)?
+            .and_then(|t| t.checkpoints.latest()))
     }
 
-    fn producers(&self, tenant: &str) -> Result<Vec<crate::producers::ProducerStatus>, StoreError> {
-        let Some(t) = self.tenant(tenant, false)? else {
-            return Ok(Vec::new());
-        };
-        Ok(t.log.index_reader()?.producers())
-    }
-
-    fn origin(&self, tenant: &str) -> String {
-        EmbeddedStore::origin(self, tenant)
+    fn record_checkpoint(&self, tenant: &str, signed: &SignedCheckpoint) -> Result<(), StoreError> {
+        let t = self.creating(tenant)?;
+        t.checkpoints.record(signed)?;
+        let cp = &signed.checkpoint;
+        t.log.trust(cp.size, cp.root);
+        t.log.mark_checkpoint(cp.size, &signed.note);
+        Ok(())
     }
 
     fn tenants(&self) -> Vec<String> {
-        self.tenant_names()
+        self.tenants
+            .read()
+            .map(|t| t.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     fn ready(&self) -> Result<(), String> {
@@ -546,20 +353,13 @@ impl Store for EmbeddedStore {
     }
 }
 
-fn check_size(size: u64, head: u64) -> Result<(), StoreError> {
-    if size > head {
-        return Err(StoreError::OutOfRange(format!(
-            "tree size {size} is larger than the log ({head} events)"
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use veritrail_core::checkpoint::open_checkpoint;
-    use veritrail_core::note::NoteVerifier;
+    use crate::{Ledger, Store};
+    use uuid::Uuid;
+    use veritrail_core::checkpoint::{open_checkpoint, Checkpoint};
+    use veritrail_core::note::NoteSigner;
 
     fn events(n: usize) -> Vec<Event> {
         (0..n)
@@ -572,7 +372,7 @@ mod tests {
             .collect()
     }
 
-    fn append(store: &EmbeddedStore, tenant: &str, n: usize) {
+    fn append(store: &Ledger<EmbeddedEngine>, tenant: &str, n: usize) {
         store
             .append(tenant, events(n))
             .expect("queued")
@@ -585,9 +385,13 @@ mod tests {
         EmbeddedConfig {
             data_dir: data_dir.to_path_buf(),
             log: LogConfig::default(),
-            origin_prefix: "veritrail".into(),
             reset_checkpoint_history: false,
         }
+    }
+
+    fn open(data_dir: &Path, key: &NoteSigner) -> Result<Ledger<EmbeddedEngine>, StoreError> {
+        let engine = EmbeddedEngine::open(config(data_dir), key.verifier())?;
+        Ledger::new(engine, key.clone(), "veritrail")
     }
 
     /// Opens a note with exactly this verifier key.
@@ -612,7 +416,7 @@ mod tests {
             .verifier();
         // A history written as an older version wrote it: the log of tenant `acme` and a
         // checkpoint of its head signed under the legacy name.
-        let tenant_dir = EmbeddedStore::tenant_dir(dir.path(), "acme");
+        let tenant_dir = EmbeddedEngine::tenant_dir(dir.path(), "acme");
         let old_note = {
             let log = TenantLog::open(&tenant_dir, "acme", LogConfig::default()).expect("open");
             log.append(events(3))
@@ -629,7 +433,8 @@ mod tests {
                 root: head.root,
                 extensions: Vec::new(),
             };
-            let old = history.issue(cp, &key).expect("signed");
+            let old = SignedCheckpoint::sign(cp, &key).expect("signed");
+            history.record(&old).expect("recorded");
             log.close();
             assert!(old.note.contains("\u{2014} veritrail "), "{}", old.note);
             old.note
@@ -638,11 +443,17 @@ mod tests {
         assert!(!opens(&old_note, &acme));
 
         // The store opens it: the legacy signature is the same key's.
-        let store = EmbeddedStore::open(config(dir.path()), key.clone()).expect("opens");
-        let t = store.tenant("acme", false).expect("opens").expect("exists");
-        assert_eq!(t.signer.name(), "veritrail/acme");
+        let store = open(dir.path(), &key).expect("opens");
+        assert_eq!(
+            store.signer("acme").expect("signer").name(),
+            "veritrail/acme"
+        );
         assert_eq!(store.signer("acme").expect("signer").verifier(), acme);
-        let latest = t.checkpoints.latest().expect("the old checkpoint");
+        let latest = store
+            .engine()
+            .latest_checkpoint("acme")
+            .expect("history")
+            .expect("the old checkpoint");
         assert_eq!(latest.key_name, "veritrail");
         assert_eq!(latest.note, old_note);
 
@@ -683,23 +494,26 @@ mod tests {
         assert!(opens(&other.note, &beta));
         assert!(!opens(&other.note, &acme));
         store.close();
-        drop((t, store));
+        drop(store);
 
         // Both the old and the new entries stay verifiable, and the history reopens.
-        let store = EmbeddedStore::open(config(dir.path()), key.clone()).expect("reopens");
-        let t = store.tenant("acme", false).expect("opens").expect("exists");
-        let reopened = t.checkpoints.latest().expect("latest");
+        let store = open(dir.path(), &key).expect("reopens");
+        let reopened = store
+            .engine()
+            .latest_checkpoint("acme")
+            .expect("history")
+            .expect("latest");
         assert_eq!(
             (&reopened.note, &reopened.key_name),
             (&grown.note, &grown.key_name)
         );
         assert!(opens(&old_note, &legacy));
         store.close();
-        drop((t, store));
+        drop(store);
 
         // A history the key never signed is refused, whatever name it carries.
         let stranger = NoteSigner::new("veritrail", &[4; 32]).expect("valid name");
-        let refused = EmbeddedStore::open(config(dir.path()), stranger);
+        let refused = open(dir.path(), &stranger);
         assert!(
             matches!(refused, Err(StoreError::Damaged(_))),
             "{:?}",
@@ -711,10 +525,9 @@ mod tests {
     fn an_origin_prefix_that_cannot_name_a_key_is_refused_at_open() {
         let dir = tempfile::tempdir().expect("tempdir");
         let key = NoteSigner::new("veritrail", &[3; 32]).expect("valid name");
-        let mut bad = config(dir.path());
-        bad.origin_prefix = "audit log".into();
+        let engine = EmbeddedEngine::open(config(dir.path()), key.verifier()).expect("opens");
         assert!(matches!(
-            EmbeddedStore::open(bad, key),
+            Ledger::new(engine, key, "audit log"),
             Err(StoreError::Checkpoint(_))
         ));
     }

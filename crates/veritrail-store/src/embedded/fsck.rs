@@ -17,16 +17,16 @@ use veritrail_core::hash::{leaf_hash, to_b64, Hash};
 use veritrail_core::merkle::{self, Frontier};
 use veritrail_core::note::NoteVerifier;
 
-use crate::checkpoints::Checkpoints;
-use crate::entries::Entries;
+use crate::embedded::checkpoints::Checkpoints;
+use crate::embedded::entries::Entries;
+use crate::embedded::flat::FlatFiles;
+use crate::embedded::index::track_producers;
+use crate::embedded::log::describe;
+use crate::embedded::recovery::{list_segments, Stored};
+use crate::embedded::sealed::{self, SealedSegment};
+use crate::embedded::seg_index;
+use crate::embedded::segment::{self, Damage, RawRecord, ReadOutcome, RecordKind, HEADER_LEN};
 use crate::error::StoreError;
-use crate::flat::FlatFiles;
-use crate::index::track_producers;
-use crate::log::describe;
-use crate::recovery::{list_segments, Stored};
-use crate::sealed::{self, SealedSegment};
-use crate::seg_index;
-use crate::segment::{self, Damage, RawRecord, ReadOutcome, RecordKind, HEADER_LEN};
 
 /// The finding of a checkpoint history that does not reach the checkpoints the log recorded.
 pub fn history_removed(marked: u64, latest: Option<u64>) -> String {
@@ -71,8 +71,8 @@ pub fn check(
     vkey: &NoteVerifier,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<FsckReport, StoreError> {
-    let index_dir = dir.join(crate::index::INDEX_DIR);
-    let _lock = crate::index::lock(&index_dir)?;
+    let index_dir = dir.join(crate::embedded::index::INDEX_DIR);
+    let _lock = crate::embedded::index::lock(&index_dir)?;
     let flat = FlatFiles::open_existing(&index_dir)
         .map_err(StoreError::io(format!("opening {}", index_dir.display())))?;
     let log_dir = dir.join("log");
@@ -482,7 +482,7 @@ impl Run<'_> {
                 ));
             }
         }
-        let durable = crate::index::read_tree_meta(self.index_dir);
+        let durable = crate::embedded::index::read_tree_meta(self.index_dir);
         if durable < size && self.stored_leaves >= size {
             self.report.needs_recovery.push(format!(
                 "index/tree.meta records {durable} of the {size} leaves as durable (the server stopped without a clean shutdown): starting the server recomputes the nodes of the rest from the log"

@@ -1,12 +1,12 @@
 //! Derived state: an index per segment, and the Merkle tree's nodes.
 //!
 //! Every sealed segment has an immutable index file written once when it is sealed
-//! ([`crate::seg_index`]); the segment being appended to, and a full one until its file is
-//! written, are indexed in memory ([`crate::entries`]), and that index is rebuilt from the log at
+//! ([`crate::embedded::seg_index`]); the segment being appended to, and a full one until its file is
+//! written, are indexed in memory ([`crate::embedded::entries`]), and that index is rebuilt from the log at
 //! startup. There is no global index that every event writes into: an append adds a few entries in
 //! memory, and a lookup asks each segment, skipping those whose time range or filter rules it out.
 //!
-//! The tree's perfect nodes are in fixed-width files ([`crate::flat`]), written as the writer
+//! The tree's perfect nodes are in fixed-width files ([`crate::embedded::flat`]), written as the writer
 //! completes them and made durable at every segment rotation and at shutdown; `tree.meta`
 //! records how many leaves they cover durably, and startup recomputes the nodes of the leaves
 //! after that from the log.
@@ -25,12 +25,12 @@ use veritrail_core::event::{Event, EventSummary};
 use veritrail_core::hash::Hash;
 use veritrail_core::query::{Filter, TypeMatch};
 
-use crate::entries::{Entries, ALL};
+use crate::embedded::entries::{Entries, ALL};
+use crate::embedded::flat::FlatFiles;
+use crate::embedded::seg_index::SegmentIndex;
+pub use crate::engine::{Head, NodeError, SortKey};
 use crate::error::StoreError;
-use crate::flat::FlatFiles;
-use crate::log::Head;
 use crate::producers::ProducerStatus;
-use crate::seg_index::SegmentIndex;
 
 /// Directory of the index inside a tenant directory (its lock file is `index.lock`).
 pub const INDEX_DIR: &str = "index";
@@ -65,9 +65,6 @@ pub enum Place {
     /// In this sealed segment, found by seq through its block index.
     Sealed(u32),
 }
-
-/// A position in result order: event time (µs since the epoch), then log sequence.
-pub type SortKey = (i64, u64);
 
 /// One leaf's derived entries.
 pub struct LeafEntry<'a> {
@@ -133,7 +130,7 @@ impl Selector {
     }
 
     /// The one term the selector picks, unless it picks by prefix.
-    pub fn exact(&self) -> Option<crate::entries::Term> {
+    pub fn exact(&self) -> Option<crate::embedded::entries::Term> {
         match self {
             Selector::All => Some((ALL, "".into())),
             Selector::Exact(c, v) => Some((*c, v.as_str().into())),
@@ -586,11 +583,6 @@ struct Run {
 }
 
 impl IndexReader {
-    /// Leaves the snapshot covers.
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// The tree head the snapshot covers, as this process computed it.
     pub fn head(&self) -> Head {
         Head {
@@ -644,19 +636,6 @@ impl IndexReader {
                 }))
             }
         }
-    }
-
-    /// Leaf hashes `[from, to)` as the tree's node files hold them, in one read; `None` past
-    /// the snapshot.
-    pub fn leaves(&self, from: u64, to: u64) -> Result<Vec<Option<Hash>>, StoreError> {
-        let covered = to.min(self.size).max(from);
-        let hashes = self
-            .flat
-            .leaf_range(from, covered)
-            .map_err(StoreError::io("reading leaf hashes"))?;
-        let mut out: Vec<Option<Hash>> = hashes.into_iter().map(Some).collect();
-        out.resize((to - from) as usize, None);
-        Ok(out)
     }
 
     /// A closure reading perfect tree nodes, for [`veritrail_core::merkle`].
@@ -811,5 +790,3 @@ enum MergeKey {
     Desc(SortKey),
     Asc(std::cmp::Reverse<SortKey>),
 }
-
-pub use crate::flat::NodeError;
