@@ -11,8 +11,6 @@
 //! thread, which compresses it and writes its index file ([`crate::embedded::segments`]).
 
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender, SyncSender, TryRecvError};
@@ -26,6 +24,7 @@ use veritrail_core::event::{Event, Record};
 use veritrail_core::hash::{leaf_hash, Hash};
 use veritrail_core::merkle::Frontier;
 
+use super::medium::{LogFile, Os, SharedMedium};
 use super::snapshot::EmbeddedSnapshot;
 use crate::embedded::index::{Index, IndexReader, LeafEntry, Pos};
 use crate::embedded::segment::{self, Damage, RecordKind, HEADER_LEN};
@@ -49,6 +48,8 @@ pub struct LogConfig {
     /// keeps its index in memory until it is sealed, so this bounds memory when ingest outruns
     /// sealing.
     pub max_unsealed_segments: usize,
+    /// Where the segments are appended: the real file system, or a fault-injecting one in tests.
+    pub medium: SharedMedium,
 }
 
 impl Default for LogConfig {
@@ -59,6 +60,7 @@ impl Default for LogConfig {
             max_group_events: 20_000,
             block_cache_bytes: 16 << 20,
             max_unsealed_segments: 4,
+            medium: Arc::new(Os),
         }
     }
 }
@@ -124,6 +126,8 @@ pub struct TenantLog {
     queued: Arc<AtomicUsize>,
     max_queued: usize,
     max_unsealed: usize,
+    /// What the readiness check probes.
+    medium: SharedMedium,
     /// Tells the sealer to leave its backlog at close.
     stop_sealing: Arc<AtomicBool>,
     /// The writer and sealer threads, joined in that order at close.
@@ -179,8 +183,11 @@ impl TenantLog {
         let queued = Arc::new(AtomicUsize::new(0));
         let mut writer = Writer {
             tenant: tenant.to_string(),
+            file: config.medium.log_file(
+                &log_dir.join(segment::file_name(recovered.ordinal)),
+                recovered.file,
+            ),
             dir: log_dir,
-            file: recovered.file,
             ordinal: recovered.ordinal,
             seg_len: recovered.seg_len,
             frontier: recovered.frontier,
@@ -209,6 +216,7 @@ impl TenantLog {
             queued,
             max_queued: config.max_queued_events,
             max_unsealed: config.max_unsealed_segments,
+            medium: config.medium.clone(),
             stop_sealing,
             threads: Mutex::new(vec![writer, sealer]),
         })
@@ -235,7 +243,7 @@ impl TenantLog {
         let Some(why) = append_error else {
             return Ok(());
         };
-        match probe_write(&self.log_dir) {
+        match self.medium.probe(&self.log_dir) {
             Ok(()) => {
                 let mut p = self.progress.lock();
                 if p.append_error.as_ref() == Some(&why) {
@@ -378,7 +386,7 @@ impl Drop for TenantLog {
 struct Writer {
     tenant: String,
     dir: PathBuf,
-    file: File,
+    file: Box<dyn LogFile>,
     ordinal: u32,
     seg_len: u64,
     frontier: Frontier,
@@ -507,6 +515,8 @@ impl Writer {
                     receipts: p.receipts,
                     tree_size,
                 }),
+                // A write the disk refused leaves the log as it was: the request may be retried.
+                Err(StoreError::Unwritable(why)) => Err(StoreError::Unwritable(why.clone())),
                 Err(e) => Err(StoreError::Failed(e.to_string())),
             };
             let _ = p.reply.send(outcome);
@@ -630,11 +640,7 @@ impl Writer {
             segment::encode_record(RecordKind::Checkpoint, *size, note, &mut buf);
         }
         let started = Instant::now();
-        if let Err(e) = self
-            .file
-            .write_all(&buf)
-            .and_then(|()| self.file.sync_data())
-        {
+        if let Err(e) = self.file.append(&buf).and_then(|()| self.file.sync_data()) {
             self.undo_write(&e);
             let why = format!("writing {}: {e}", segment::file_name(self.ordinal));
             self.progress.lock().append_error = Some(why.clone());
@@ -704,10 +710,7 @@ impl Writer {
 
     /// After a failed write, cuts the segment back to its last durable length.
     fn undo_write(&mut self, cause: &std::io::Error) {
-        let undone = self
-            .file
-            .set_len(self.seg_len)
-            .and_then(|()| self.file.sync_all());
+        let undone = self.file.truncate(self.seg_len);
         if let Err(e) = undone {
             self.progress.fail(format!(
                 "write failed ({cause}) and the partial write could not be removed ({e})"
@@ -725,10 +728,14 @@ impl Writer {
         // has leaves whose nodes must be recomputed. Nothing changes until both the sync and the
         // new file succeed, so that a full disk leaves the writer where it was.
         self.index.sync()?;
-        let file = segment::create(&self.dir, ordinal, first_seq).map_err(|e| {
-            let _ = std::fs::remove_file(self.dir.join(segment::file_name(ordinal)));
-            StoreError::Unwritable(format!("starting segment {ordinal}: {e}"))
-        })?;
+        let file = self
+            .config
+            .medium
+            .create_segment(&self.dir, ordinal, first_seq)
+            .map_err(|e| {
+                let _ = std::fs::remove_file(self.dir.join(segment::file_name(ordinal)));
+                StoreError::Unwritable(format!("starting segment {ordinal}: {e}"))
+            })?;
         let (entries, producers) = self.index.rotate(ordinal, first_seq)?;
         self.file = file;
         let full = std::mem::replace(&mut self.ordinal, ordinal);
@@ -747,26 +754,6 @@ impl Writer {
 fn now_micros() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
-}
-
-/// Opens a segment for appending at its end.
-pub(crate) fn open_for_append(path: &Path) -> Result<File, StoreError> {
-    OpenOptions::new()
-        .read(true)
-        .append(true)
-        .open(path)
-        .map_err(StoreError::io(format!("opening {}", path.display())))
-}
-
-/// Writes, syncs and removes a small file in `dir`: can the disk take appends?
-fn probe_write(dir: &Path) -> std::io::Result<()> {
-    let path = dir.join(".probe");
-    let result = File::create(&path).and_then(|mut f| {
-        f.write_all(&[0u8; 4096])?;
-        f.sync_data()
-    });
-    let _ = std::fs::remove_file(&path);
-    result
 }
 
 /// Describes damage for messages.

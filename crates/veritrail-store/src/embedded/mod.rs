@@ -9,6 +9,7 @@ mod flat;
 pub mod fsck;
 mod index;
 mod log;
+pub mod medium;
 mod recovery;
 pub(crate) mod sealed;
 mod seg_index;

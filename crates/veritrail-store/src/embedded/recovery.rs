@@ -25,7 +25,8 @@ use veritrail_core::merkle::Frontier;
 
 use crate::embedded::entries::Entries;
 use crate::embedded::index::{track_producers, Index, View};
-use crate::embedded::log::{describe, open_for_append};
+use crate::embedded::log::describe;
+use crate::embedded::medium::open_for_append;
 use crate::embedded::sealed::{self, SealedSegment};
 use crate::embedded::seg_index::{self, SegmentIndex};
 use crate::embedded::segment::{self, Damage, RawRecord, ReadOutcome, RecordKind, HEADER_LEN};
@@ -185,7 +186,11 @@ pub(crate) fn recover(
     scan.flush_nodes()?;
     let (file, ordinal) = match last {
         Some((ordinal, Stored::Appended)) => (
-            open_for_append(&dir.join(segment::file_name(ordinal)))?,
+            {
+                let path = dir.join(segment::file_name(ordinal));
+                open_for_append(&path)
+                    .map_err(StoreError::io(format!("opening {}", path.display())))?
+            },
             ordinal,
         ),
         // No segment yet, or the newest is sealed (its successor's creation never completed):
@@ -490,7 +495,8 @@ impl Scan<'_> {
             )));
         }
         tracing::warn!(path = %path.display(), offset, cut_bytes = len - offset, "cutting a torn tail left by an interrupted write");
-        let f = open_for_append(path)?;
+        let f =
+            open_for_append(path).map_err(StoreError::io(format!("opening {}", path.display())))?;
         f.set_len(offset)
             .and_then(|()| f.sync_all())
             .map_err(StoreError::io(format!("truncating {}", path.display())))?;
