@@ -66,11 +66,19 @@ pub fn write_value(value: &Value, out: &mut Vec<u8>) -> Result<(), CanonicalErro
     Ok(())
 }
 
-fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+/// Appends the canonical bytes of the object `map` to `out`.
+pub fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     // RFC 8785 §3.2.3: sort by UTF-16 code units, which differs from UTF-8 byte order only
     // for characters above U+FFFF versus U+E000..U+FFFF.
-    entries.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+    // For ASCII keys (nearly all) the orders agree and bytes compare faster.
+    entries.sort_by(|a, b| {
+        if a.0.is_ascii() && b.0.is_ascii() {
+            a.0.cmp(b.0)
+        } else {
+            a.0.encode_utf16().cmp(b.0.encode_utf16())
+        }
+    });
     out.push(b'{');
     for (i, (key, item)) in entries.into_iter().enumerate() {
         if i > 0 {
@@ -84,7 +92,8 @@ fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) -> Result<(), Canon
     Ok(())
 }
 
-fn write_number(n: &Number, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
+/// Appends the canonical form of the number `n` to `out` (refusing what a double would alter).
+pub fn write_number(n: &Number, out: &mut Vec<u8>) -> Result<(), CanonicalError> {
     // Whole numbers within ±(2^53 − 1) are exact doubles and print as themselves.
     let small = match (n.as_u64(), n.as_i64()) {
         (Some(u), _) => (u <= MAX_SAFE_INTEGER).then(|| u.to_string()),

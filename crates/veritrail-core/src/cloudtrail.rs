@@ -120,7 +120,7 @@ pub fn to_event(record: &Value) -> Result<Event, String> {
     if let Some(msg) = text(record, "errorMessage") {
         e.insert("error_message".into(), json!(cut(&msg, 8192)));
     }
-    Event::from_json(&event, Uuid::now_v7).map_err(|e| e.to_string())
+    Event::from_json_owned(event, Uuid::now_v7).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -281,7 +281,7 @@ pub fn to_event(audit: &Value) -> Result<Event, String> {
                 "omitted".into(),
                 json!({"members": dropped, "why": format!("over the event limits ({} KiB, nesting, exact numbers)", MAX_EVENT_DATA_BYTES / 1024)}),
             );
-            Event::from_json(&event, Uuid::now_v7).map_err(|e| e.to_string())
+            Event::from_json_owned(event, Uuid::now_v7).map_err(|e| e.to_string())
         }
     }
 }

@@ -121,6 +121,12 @@ fn readers_accept(event: Event) -> Result<(), TestCaseError> {
     let event_bytes = event.canonical_bytes().map_err(|e| {
         TestCaseError::fail(format!("an accepted event has no canonical form: {e}"))
     })?;
+    let from_value = veritrail_core::canonical::to_vec(&event.to_value()).ok();
+    prop_assert_eq!(
+        Some(&event_bytes),
+        from_value.as_ref(),
+        "the bytes written from the fields differ from the value's canonical bytes"
+    );
     let bytes = Record::canonical_bytes_around(&event_bytes, "default", &ingested_at);
     let record = Record {
         tenant: "default".into(),

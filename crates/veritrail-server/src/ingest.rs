@@ -72,7 +72,7 @@ async fn ingest(
                 ),
             ));
         }
-        let mut events = validate(&values)?;
+        let mut events = validate(values)?;
         attribute(person.as_deref(), &mut events);
         Ok((events.len(), store.append(&tenant, events)?))
     })
@@ -181,11 +181,11 @@ fn split_body(media: &str, bytes: &[u8]) -> Result<Vec<Value>, Problem> {
 }
 
 /// Validates every event; on failure names every bad field of every bad event.
-fn validate(values: &[Value]) -> Result<Vec<Event>, Problem> {
+fn validate(values: Vec<Value>) -> Result<Vec<Event>, Problem> {
     let mut events = Vec::with_capacity(values.len());
     let mut errors = Vec::new();
-    for (i, v) in values.iter().enumerate() {
-        match Event::from_json(v, Uuid::now_v7) {
+    for (i, v) in values.into_iter().enumerate() {
+        match Event::from_json_owned(v, Uuid::now_v7) {
             Ok(e)
                 if e.producer_id
                     .as_deref()

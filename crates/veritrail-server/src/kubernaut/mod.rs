@@ -143,7 +143,7 @@ fn check(v: &Value, now: DateTime<Utc>) -> Result<Event, String> {
     if let Some(obj) = v.as_object_mut() {
         obj.retain(|_, value| value.as_str() != Some(""));
     }
-    let mut event = Event::from_json(&v, Uuid::nil).map_err(|e| {
+    let mut event = Event::from_json_owned(v, Uuid::nil).map_err(|e| {
         e.0.first()
             .map(|f| format!("`{}` {}", f.field, f.message))
             .unwrap_or_else(|| e.to_string())
