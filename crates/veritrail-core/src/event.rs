@@ -84,6 +84,10 @@ pub struct Event {
     pub retention_days: u32,
     pub producer_id: Option<String>,
     pub producer_seq: Option<u64>,
+    /// True when the server gave this event its id at ingest (the request carried none): a
+    /// fresh UUIDv7 cannot already be in the log, so the idempotency lookup is skipped. Not part
+    /// of the event's content or canonical bytes.
+    pub fresh_id: bool,
 }
 
 /// What a stored leaf commits to: the event plus the fields the server adds.
@@ -545,6 +549,7 @@ impl Event {
             retention_days: retention_days.map_or(DEFAULT_RETENTION_DAYS, |d| d as u32),
             producer_seq: producer_seq.map(|s| s as u64),
             producer_id: r.string("producer_id"),
+            fresh_id: false,
         };
         if r.errors.is_empty() {
             Ok(event)
@@ -787,10 +792,11 @@ impl Record {
             .and_then(parse_time)
             .ok_or_else(|| layout("ingested_at"))?;
         let event_value = obj.remove("event").ok_or_else(|| layout("event"))?;
-        if event_value.get("event_id").is_none() {
+        let has_id = event_value.get("event_id").is_some();
+        let event = Event::read(event_value, Uuid::nil, false)?;
+        if !has_id {
             return Err(layout("event.event_id missing"));
         }
-        let event = Event::read(event_value, Uuid::nil, false)?;
         Ok(Record {
             tenant,
             ingested_at,
@@ -953,6 +959,31 @@ pub fn render_leaf(leaf: &[u8], extra: &[(&str, &str)]) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Every field of an event set, so that each member of the direct encoding is compared
+    /// with the encoding of [`Event::to_value`].
+    #[test]
+    fn canonical_bytes_of_every_field_equal_those_of_the_value() {
+        let v = json!({
+            "event_id": "01935f6e-7a5b-7c3d-8e9f-0a1b2c3d4e5f", "version": "2.1",
+            "event_timestamp": "2025-12-13T02:00:00.5+01:00", "event_type": "a.b.c",
+            "event_category": "cat", "event_action": "act", "event_outcome": "failure",
+            "actor_type": "user", "actor_id": "jane", "actor_ip": "192.0.2.7",
+            "resource_type": "Pod", "resource_id": "p-1", "resource_name": "web-0",
+            "correlation_id": "rr-1", "parent_event_id": "01935f6e-7a5b-7c3d-8e9f-0a1b2c3d4e60",
+            "parent_event_date": "2025-12-12T00:00:00Z", "trace_id": "t", "span_id": "s",
+            "namespace": "ns", "cluster_id": "c1", "severity": "critical",
+            "duration_ms": 9_007_199_254_740_991_i64, "error_code": "E1", "error_message": "m\u{e9}\n",
+            "event_data": {"z": [1, 2.5, "x"], "\u{e9}": {"b": true, "a": null}, "\u{1F600}": 1, "\u{E000}": 2, "a": 1e300},
+            "is_sensitive": true, "retention_days": 36500, "producer_id": "svc",
+            "producer_seq": 9_007_199_254_740_991_u64
+        });
+        let e = Event::from_json(&v, Uuid::now_v7).expect("valid");
+        assert_eq!(
+            e.canonical_bytes().expect("canonical"),
+            canonical::to_vec(&e.to_value()).expect("canonical")
+        );
+    }
 
     fn minimal() -> Value {
         json!({

@@ -185,7 +185,8 @@ fn validate(values: Vec<Value>) -> Result<Vec<Event>, Problem> {
     let mut events = Vec::with_capacity(values.len());
     let mut errors = Vec::new();
     for (i, v) in values.into_iter().enumerate() {
-        match Event::from_json_owned(v, Uuid::now_v7) {
+        let fresh_id = v.get("event_id").is_none_or(Value::is_null);
+        match Event::from_json_owned(v, Uuid::now_v7).map(|e| Event { fresh_id, ..e }) {
             Ok(e)
                 if e.producer_id
                     .as_deref()

@@ -69,6 +69,15 @@ impl Checkpoints {
             .lock()
             .map_err(|_| StoreError::Failed("checkpoint lock poisoned".into()))?;
         if let Some(latest) = &state.1 {
+            if latest.checkpoint.size == signed.checkpoint.size
+                && latest.checkpoint.root != signed.checkpoint.root
+            {
+                return Err(StoreError::Damaged(format!(
+                    "{}: a checkpoint of {} events with another root than the one already signed",
+                    self.path.display(),
+                    signed.checkpoint.size
+                )));
+            }
             if latest.checkpoint.size > signed.checkpoint.size {
                 return Err(StoreError::Checkpoint(format!(
                     "{}: a checkpoint of {} events cannot follow one of {}",

@@ -517,6 +517,7 @@ impl Writer {
                 }),
                 // A write the disk refused leaves the log as it was: the request may be retried.
                 Err(StoreError::Unwritable(why)) => Err(StoreError::Unwritable(why.clone())),
+                Err(StoreError::Failed(why)) => Err(StoreError::Failed(why.clone())),
                 Err(e) => Err(StoreError::Failed(e.to_string())),
             };
             let _ = p.reply.send(outcome);
@@ -561,6 +562,10 @@ impl Writer {
                 group[k].leaf,
                 same(&group[k]),
             )));
+        }
+        if new.event.fresh_id {
+            // This server made the id moments ago: no stored event can have it.
+            return Ok(None);
         }
         let Some(stored) = find_verified(view, &self.verifier, &id)? else {
             return Ok(None);
@@ -641,8 +646,12 @@ impl Writer {
         }
         let started = Instant::now();
         if let Err(e) = self.file.append(&buf).and_then(|()| self.file.sync_data()) {
-            self.undo_write(&e);
             let why = format!("writing {}: {e}", segment::file_name(self.ordinal));
+            if let Err(stopped) = self.undo_write(&e) {
+                // The request's records may still be in the file, and a restart may keep them:
+                // the answer must not say that nothing was stored.
+                return Err(StoreError::Failed(stopped));
+            }
             self.progress.lock().append_error = Some(why.clone());
             return Err(StoreError::Unwritable(why));
         }
@@ -708,16 +717,22 @@ impl Writer {
         Ok(())
     }
 
-    /// After a failed write, cuts the segment back to its last durable length.
-    fn undo_write(&mut self, cause: &std::io::Error) {
-        let undone = self.file.truncate(self.seg_len);
-        if let Err(e) = undone {
-            self.progress.fail(format!(
-                "write failed ({cause}) and the partial write could not be removed ({e})"
-            ));
-            tracing::error!(tenant = %self.tenant, error = %e, "log is in a failed state");
-        } else {
-            tracing::error!(tenant = %self.tenant, error = %cause, "append failed; the partial write was removed");
+    /// After a failed write, cuts the segment back to its last durable length. When even that
+    /// fails, the log stops (until a restart) and `Err` says why.
+    fn undo_write(&mut self, cause: &std::io::Error) -> Result<(), String> {
+        match self.file.truncate(self.seg_len) {
+            Ok(()) => {
+                tracing::error!(tenant = %self.tenant, error = %cause, "append failed; the partial write was removed");
+                Ok(())
+            }
+            Err(e) => {
+                let why = format!(
+                    "write failed ({cause}) and the partial write could not be removed ({e})"
+                );
+                self.progress.fail(why.clone());
+                tracing::error!(tenant = %self.tenant, error = %e, "log is in a failed state");
+                Err(why)
+            }
         }
     }
 

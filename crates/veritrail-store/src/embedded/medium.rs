@@ -28,7 +28,7 @@ pub trait LogFile: Send {
 /// Where the log's segments are written.
 pub trait Medium: Send + Sync + Debug + 'static {
     /// The writer's handle on the segment at `path`, already open (`file`) and recovered: every
-    /// byte in it is durable.
+    /// byte in it is durable (recovery synced it).
     fn log_file(&self, path: &Path, file: File) -> Box<dyn LogFile>;
     /// Creates segment `ordinal` in `dir`, durable with its header and its directory entry.
     fn create_segment(
@@ -37,8 +37,8 @@ pub trait Medium: Send + Sync + Debug + 'static {
         ordinal: u32,
         first_seq: u64,
     ) -> io::Result<Box<dyn LogFile>> {
-        let file = segment::create(dir, ordinal, first_seq).map_err(io::Error::other)?;
-        Ok(self.log_file(&dir.join(segment::file_name(ordinal)), file))
+        let (path, file) = create(dir, ordinal, first_seq)?;
+        Ok(self.log_file(&path, file))
     }
     /// Writes, syncs and removes a small file in `dir`: can the disk take appends again?
     fn probe(&self, dir: &Path) -> io::Result<()>;
@@ -85,6 +85,12 @@ impl Medium for Os {
     }
 }
 
+/// Creates segment `ordinal` in `dir` on the file system ([`segment::create`]).
+fn create(dir: &Path, ordinal: u32, first_seq: u64) -> io::Result<(std::path::PathBuf, File)> {
+    let file = segment::create(dir, ordinal, first_seq).map_err(io::Error::other)?;
+    Ok((dir.join(segment::file_name(ordinal)), file))
+}
+
 /// Opens a segment for appending at its end.
 pub(crate) fn open_for_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).append(true).open(path)
@@ -99,7 +105,7 @@ pub mod sim {
     //! until [`SimMedium::set_full`] frees it. With [`Faults::broken_fsync`] a sync reports
     //! success and makes nothing durable: the simulation must then find lost events.
 
-    use std::collections::HashMap;
+    use std::collections::BTreeMap;
     use std::fs::File;
     use std::io::{self, Write};
     use std::os::unix::fs::FileExt;
@@ -134,8 +140,9 @@ pub mod sim {
         rng: u64,
         faults: Faults,
         full: bool,
-        /// Durable length of every file the medium handed out.
-        durable: HashMap<PathBuf, u64>,
+        /// Durable length of every file the medium handed out (ordered: a crash draws from the
+        /// seed file by file, in the same order every run).
+        durable: BTreeMap<PathBuf, u64>,
         injected: u64,
     }
 
@@ -180,7 +187,7 @@ pub mod sim {
                     rng: seed,
                     faults,
                     full: false,
-                    durable: HashMap::new(),
+                    durable: BTreeMap::new(),
                     injected: 0,
                 })),
             }
@@ -201,17 +208,12 @@ pub mod sim {
             self.state().injected
         }
 
-        /// A seeded number below `n`, for the simulation's own choices.
-        pub fn below(&self, n: u64) -> u64 {
-            self.state().below(n)
-        }
-
         /// Does to every file what a power cut does to the bytes not synced: each file keeps
         /// its durable length, plus (by the seed) nothing, a prefix of what followed, or that
         /// many zeros. Call it with the log closed, then reopen the log.
         pub fn crash(&self) -> io::Result<()> {
             let mut s = self.state();
-            let files: Vec<(PathBuf, u64)> = s.durable.drain().collect();
+            let files: Vec<(PathBuf, u64)> = std::mem::take(&mut s.durable).into_iter().collect();
             for (path, durable) in files {
                 let Ok(meta) = std::fs::metadata(&path) else {
                     continue; // sealed and removed since
@@ -314,8 +316,8 @@ pub mod sim {
             if self.state().full {
                 return Err(enospc());
             }
-            let file = super::segment::create(dir, ordinal, first_seq).map_err(io::Error::other)?;
-            Ok(self.log_file(&dir.join(super::segment::file_name(ordinal)), file))
+            let (path, file) = super::create(dir, ordinal, first_seq)?;
+            Ok(self.log_file(&path, file))
         }
 
         fn probe(&self, dir: &Path) -> io::Result<()> {

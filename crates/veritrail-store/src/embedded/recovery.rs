@@ -187,9 +187,14 @@ pub(crate) fn recover(
     let (file, ordinal) = match last {
         Some((ordinal, Stored::Appended)) => (
             {
+                // Records a killed process wrote but never synced are in the page cache and were
+                // just recovered: make them durable before they are served and signed.
                 let path = dir.join(segment::file_name(ordinal));
-                open_for_append(&path)
-                    .map_err(StoreError::io(format!("opening {}", path.display())))?
+                let file = open_for_append(&path)
+                    .map_err(StoreError::io(format!("opening {}", path.display())))?;
+                file.sync_data()
+                    .map_err(StoreError::io(format!("syncing {}", path.display())))?;
+                file
             },
             ordinal,
         ),
