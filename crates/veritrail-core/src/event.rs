@@ -617,7 +617,9 @@ impl Event {
     /// Written straight from the fields, without building the value: ingest spends its time
     /// here, and the tree of [`Event::to_value`] (a copy of every string and of `event_data`)
     /// cost more than the encoding. The members are sorted by name, which for these ASCII names
-    /// is RFC 8785's UTF-16 order; a property test holds the bytes equal to the value's.
+    /// is RFC 8785's UTF-16 order; a property test holds the bytes equal to the value's. The
+    /// member list repeats [`Event::to_value`]'s on purpose: written twice, a field forgotten in
+    /// one is caught by that test, which a shared list would not.
     pub fn canonical_bytes(&self) -> Result<Vec<u8>, CanonicalError> {
         /// One member's value.
         enum Member<'a> {
