@@ -71,14 +71,19 @@ pub fn write_object(map: &Map<String, Value>, out: &mut Vec<u8>) -> Result<(), C
     let mut entries: Vec<(&String, &Value)> = map.iter().collect();
     // RFC 8785 §3.2.3: sort by UTF-16 code units, which differs from UTF-8 byte order only
     // for characters above U+FFFF versus U+E000..U+FFFF.
-    // For ASCII keys (nearly all) the orders agree and bytes compare faster.
-    entries.sort_by(|a, b| {
-        if a.0.is_ascii() && b.0.is_ascii() {
-            a.0.cmp(b.0)
+    // For ASCII keys (nearly all) the orders agree and bytes compare faster. A map that keeps
+    // its keys in byte order (serde_json's default) is then in order already: checked in one
+    // pass, sorted only when it is not.
+    let utf16 = |a: &str, b: &str| {
+        if a.is_ascii() && b.is_ascii() {
+            a.cmp(b)
         } else {
-            a.0.encode_utf16().cmp(b.0.encode_utf16())
+            a.encode_utf16().cmp(b.encode_utf16())
         }
-    });
+    };
+    if !entries.windows(2).all(|w| utf16(w[0].0, w[1].0).is_lt()) {
+        entries.sort_by(|a, b| utf16(a.0, b.0));
+    }
     out.push(b'{');
     for (i, (key, item)) in entries.into_iter().enumerate() {
         if i > 0 {
