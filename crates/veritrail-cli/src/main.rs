@@ -19,16 +19,16 @@ mod import;
 mod keys;
 mod serve;
 
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
 /// The server's request handlers allocate and free many short-lived strings and trees from
 /// several threads at once; glibc's allocator took about a third of the server's CPU under 64
 /// concurrent batches of 1 000 events (docs/BENCHMARKS.md). mimalloc keeps per-thread heaps.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-use std::path::PathBuf;
-use std::process::ExitCode;
-
-use clap::{Parser, Subcommand};
 
 /// Veritrail: a tamper-evident audit trail.
 #[derive(Debug, Parser)]
