@@ -58,7 +58,8 @@ impl RootVerifier {
         let mut nodes = |level: u32, index: u64| view.node(level, index);
         // Walk up through perfect nodes, with stored siblings, to the first proven one.
         let (mut level, mut index, mut hash) = (0u32, seq, *leaf);
-        let mut climbed = Vec::new();
+        // The leaf itself is remembered too, so that reading it again reads no node.
+        let mut climbed = vec![(0, seq, *leaf)];
         loop {
             if let Some(p) = self
                 .proven
@@ -94,7 +95,6 @@ impl RootVerifier {
             other => StoreError::Damaged(format!("seq {seq}: {other}")),
         })?;
         merkle::verify_inclusion(seq, size, leaf, &proof, &root).map_err(|_| refused())?;
-        climbed.push((0, seq, *leaf));
         self.remember(&climbed);
         Ok(())
     }

@@ -67,6 +67,22 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 3, ..ProptestConfig::default() })]
+
+    /// Segments of thousands of events: a term's posting in an index file spans many chunks, and
+    /// the longest are read a chunk at a time.
+    #[test]
+    fn queries_match_the_model_over_long_postings(
+        batches in prop::collection::vec(
+            prop::collection::vec((0u32..60, 0u8..3, 0u8..3, 0u8..4, any::<bool>()), 300..500),
+            6..9,
+        ),
+    ) {
+        conformance::queries_match_the_model(&Embedded::new(1 << 20), &batches, true)?;
+    }
+}
+
 #[test]
 fn ids_are_idempotent_and_conflicts_fail_whole_requests() {
     conformance::idempotency_and_conflicts(&Embedded::new(4096));

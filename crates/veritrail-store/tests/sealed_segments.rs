@@ -269,3 +269,62 @@ fn a_forged_sealed_record_and_leaf_are_refused_at_read_time() {
     let next = read(&store, victim + 1).expect("a neighbour reads");
     assert_eq!(next.leaf_hash, expected[victim as usize + 1].1);
 }
+
+/// An index file of an earlier format version is rebuilt at startup like a lost one; before that,
+/// `fsck` reports it as waiting for a start, not as damage.
+#[test]
+fn an_index_file_of_an_older_format_is_rewritten_at_startup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let expected = {
+        let store = open(dir.path(), config()).expect("open");
+        let expected = append_all(&store, 2000);
+        wait_sealed(dir.path());
+        expected
+    };
+    let tenant = tenant_dir(dir.path());
+    let sidx = tenant
+        .join(veritrail_store::embedded::INDEX_DIR)
+        .join("00000001.sidx");
+    let fsck = || {
+        veritrail_store::embedded::fsck::check(&tenant, &support::log_vkey(), |_, _| {})
+            .expect("fsck runs")
+    };
+    assert!(fsck().needs_recovery.is_empty());
+    let mut bytes = std::fs::read(&sidx).expect("index file");
+    bytes[7] = 1;
+    std::fs::write(&sidx, &bytes).expect("older version byte");
+    let report = fsck();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert!(
+        report
+            .needs_recovery
+            .iter()
+            .any(|n| n.contains("00000001.sidx") && n.contains("older index format")),
+        "{:?}",
+        report.needs_recovery
+    );
+
+    let store = open(dir.path(), config()).expect("opens and rebuilds the index file");
+    check_all(&store, &expected);
+    let filter =
+        veritrail_core::query::Filter::from_pairs([("correlation_id", "op-3")], chrono::Utc::now())
+            .expect("filter");
+    let spec = veritrail_store::QuerySpec {
+        filter: &filter,
+        order: veritrail_store::Order::Asc,
+        cursor: None,
+        limit: 1000,
+    };
+    let found = store.query(TENANT, &spec).expect("query");
+    assert_eq!(
+        found.events.len(),
+        (0..2000).filter(|i| i % 13 == 3).count()
+    );
+    drop(store);
+    let report = fsck();
+    assert!(
+        report.ok() && report.needs_recovery.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(std::fs::read(&sidx).expect("index file")[7], 2);
+}

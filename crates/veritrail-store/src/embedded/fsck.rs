@@ -447,6 +447,12 @@ impl Run<'_> {
         let path = self.index_dir.join(seg_index::file_name(ordinal));
         match std::fs::read(&path) {
             Ok(found) if found == expected => {}
+            Ok(found) if seg_index::older_format(&found) => {
+                self.report.needs_recovery.push(format!(
+                    "{} is in an older index format: starting the server rewrites it",
+                    path.display()
+                ))
+            }
             Ok(_) => self.problem(format!(
                 "{}: the segment's index does not match its events; it is derived from the log: `veritrail reindex` rebuilds it",
                 path.display()

@@ -27,7 +27,7 @@ use veritrail_core::query::{Filter, TypeMatch};
 
 use crate::embedded::entries::{Entries, ALL};
 use crate::embedded::flat::FlatFiles;
-use crate::embedded::seg_index::SegmentIndex;
+use crate::embedded::seg_index::{PostingRun, RunBounds, SegmentIndex};
 pub use crate::engine::{Head, NodeError, SortKey};
 use crate::error::StoreError;
 use crate::producers::ProducerStatus;
@@ -576,10 +576,20 @@ pub struct IndexReader {
     producers: Arc<BTreeMap<String, ProducerStatus>>,
 }
 
-/// One segment's candidates during a merge, and the next one to hand out.
-struct Run {
-    keys: Vec<SortKey>,
-    next: usize,
+/// One source of candidates during a merge: an open segment's keys, already in merge order, or
+/// a term's posting in an index file, read as the merge goes.
+enum Run {
+    Keys(std::vec::IntoIter<SortKey>),
+    Posting(PostingRun),
+}
+
+impl Run {
+    fn next_key(&mut self) -> Result<Option<SortKey>, StoreError> {
+        match self {
+            Run::Keys(keys) => Ok(keys.next()),
+            Run::Posting(p) => p.next_key(),
+        }
+    }
 }
 
 impl IndexReader {
@@ -685,17 +695,28 @@ impl IndexReader {
         Ok(out)
     }
 
-    fn candidates(
+    /// A segment's candidates as runs in merge order.
+    fn runs(
         &self,
         v: &View,
         selector: &Selector,
-        lo: SortKey,
-        hi: SortKey,
-    ) -> Result<Vec<SortKey>, StoreError> {
-        match v {
-            View::Open(e) => Ok(read_entries(e).candidates(selector, lo, hi, self.size)),
-            View::Sealed(s) => s.candidates(selector, lo, hi, self.size),
-        }
+        bounds: RunBounds,
+    ) -> Result<Vec<Run>, StoreError> {
+        Ok(match v {
+            View::Open(e) => {
+                let mut keys =
+                    read_entries(e).candidates(selector, bounds.lo, bounds.hi, self.size);
+                if bounds.descending {
+                    keys.reverse();
+                }
+                vec![Run::Keys(keys.into_iter())]
+            }
+            View::Sealed(s) => s
+                .runs(selector, bounds)?
+                .into_iter()
+                .map(Run::Posting)
+                .collect(),
+        })
     }
 
     /// Visits candidate `(time, seq)` keys for `filter` in `[lo, hi)` order, newest first when
@@ -716,6 +737,12 @@ impl IndexReader {
             return Ok(());
         }
         let selector = Selector::for_filter(filter);
+        let bounds = RunBounds {
+            lo,
+            hi,
+            size: self.size,
+            descending,
+        };
         // Segments whose time range meets [lo, hi), with the key that bounds their candidates
         // on the side the merge comes from, most promising first.
         let mut pending: Vec<(SortKey, &View)> = self
@@ -755,15 +782,13 @@ impl IndexReader {
                 if !ahead {
                     break;
                 }
-                let mut keys = self.candidates(v, &selector, lo, hi)?;
+                for mut run in self.runs(v, &selector, bounds)? {
+                    if let Some(first) = run.next_key()? {
+                        heap.push((order(first), runs.len()));
+                        runs.push(run);
+                    }
+                }
                 pending.next();
-                if descending {
-                    keys.reverse();
-                }
-                if let Some(first) = keys.first() {
-                    heap.push((order(*first), runs.len()));
-                    runs.push(Run { keys, next: 1 });
-                }
             }
             let Some((key, r)) = heap.pop() else {
                 return Ok(());
@@ -772,10 +797,8 @@ impl IndexReader {
                 MergeKey::Desc(k) => k,
                 MergeKey::Asc(std::cmp::Reverse(k)) => k,
             };
-            let run = &mut runs[r];
-            if let Some(next) = run.keys.get(run.next) {
-                heap.push((order(*next), r));
-                run.next += 1;
+            if let Some(next) = runs[r].next_key()? {
+                heap.push((order(next), r));
             }
             if !visit(key)? {
                 return Ok(());

@@ -6,10 +6,15 @@
 //! ```text
 //! header (56 bytes): magic "VTSIDX\0\x01" | ordinal u32 | first_seq u64 | events u32 | min_time i64 | max_time i64
 //!                    | marked u64 (largest tree size a checkpoint recorded in the segment commits to; 0: none) | 0 u32 | crc32c(previous 52 bytes) u32
-//! postings:          per term, its events as (time, local) in that order: time as zigzag varint, local varint;
-//!                    then per entry the time delta varint (never negative) and the local delta as zigzag varint
+//! postings:          per term, its events as (time, local) in that order, in chunks of 128 pairs:
+//!                    chunk directory: per chunk its first pair's time (the first chunk's as zigzag varint, later
+//!                                     ones as the increase over the previous chunk's, varint), its first pair's
+//!                                     local varint, its length varint and crc32c(chunk) u32
+//!                    chunks:          per pair after the chunk's first, the time delta varint (never negative)
+//!                                     and the local delta as zigzag varint
 //! term blocks:       terms sorted by (field code, value bytes), in blocks of about 4 KiB; per term
-//!                    code u8 | value length varint | value | posting offset varint | posting length varint | events varint | crc32c(posting) u32
+//!                    code u8 | value length varint | value | posting offset varint | directory length varint
+//!                    | posting length varint | events varint | crc32c(chunk directory) u32
 //! id chunks:         (fingerprint, local) sorted, in chunks of 256 (more when equal fingerprints would be split); per entry fingerprint delta varint | local varint
 //! resident part:     read whole when the file is opened, and kept in memory:
 //!   term directory:  per block its first term (code u8 | value length varint | value) | offset varint | length varint | crc32c(block) u32
@@ -28,6 +33,7 @@ use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use uuid::Uuid;
 use xorf::{Filter, Xor8};
@@ -39,7 +45,7 @@ use crate::error::StoreError;
 use crate::producers::ProducerStatus;
 
 /// The 8-byte magic that opens every segment index (the last byte is the format version).
-pub const MAGIC: [u8; 8] = *b"VTSIDX\0\x01";
+pub const MAGIC: [u8; 8] = *b"VTSIDX\0\x02";
 const END_MAGIC: [u8; 4] = *b"VTSI";
 const HEADER_LEN: usize = 56;
 const FOOTER_LEN: usize = 40;
@@ -47,11 +53,23 @@ const FOOTER_LEN: usize = 40;
 const TERM_BLOCK_BYTES: usize = 4096;
 /// Entries per id chunk, at most.
 const ID_CHUNK: usize = 256;
+/// Pairs per posting chunk: a lookup of the newest (or oldest) few events of a term decodes one
+/// chunk of each segment, not the term's whole posting.
+const POSTING_CHUNK: usize = 128;
+/// Postings up to this many bytes are read in one go; longer ones read their chunk directory,
+/// then one chunk at a time as the merge reaches it.
+const WHOLE_POSTING_BYTES: usize = 4096;
 /// Field codes whose values are mostly unique to a few events: a filter lets lookups skip
 /// segments without the value. (correlation_id, resource_id, actor_id in `INDEXED_FIELDS`.)
 const FILTERED_CODES: [u8; 3] = [1, 2, 3];
 /// Code that marks event ids among the filter's keys.
 const ID_CODE: u8 = 0xfe;
+
+/// True when `bytes` open an index file of an earlier format version, which startup rebuilds
+/// from its segment like a missing one.
+pub fn older_format(bytes: &[u8]) -> bool {
+    bytes.len() >= MAGIC.len() && bytes[..7] == MAGIC[..7] && bytes[7] < MAGIC[7]
+}
 
 /// File name of the index of segment `ordinal`.
 pub fn file_name(ordinal: u32) -> String {
@@ -83,31 +101,24 @@ pub fn encode(entries: &Entries, producers: &[ProducerStatus]) -> Vec<u8> {
     let mut term_entries: Vec<(&Term, Vec<u8>)> = Vec::with_capacity(terms.len());
     let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
     for (term, posting) in &terms {
+        let (Some(first), Some(last)) = (posting.first(), posting.last()) else {
+            continue;
+        };
+        min_time = min_time.min(first.0);
+        max_time = max_time.max(last.0);
         let start = out.len();
-        let mut prev: Option<(i64, u32)> = None;
-        for &(t, local) in posting.iter() {
-            match prev {
-                None => {
-                    put_signed(&mut out, t);
-                    put_varint(&mut out, u64::from(local));
-                }
-                Some((pt, pl)) => {
-                    put_varint(&mut out, t.abs_diff(pt));
-                    put_signed(&mut out, i64::from(local) - i64::from(pl));
-                }
-            }
-            prev = Some((t, local));
-            min_time = min_time.min(t);
-            max_time = max_time.max(t);
-        }
+        let (dir, chunks) = encode_posting(posting);
+        out.extend_from_slice(&dir);
+        out.extend_from_slice(&chunks);
         let mut e = Vec::new();
         e.push(term.0);
         put_varint(&mut e, term.1.len() as u64);
         e.extend_from_slice(term.1.as_bytes());
         put_varint(&mut e, start as u64);
+        put_varint(&mut e, dir.len() as u64);
         put_varint(&mut e, (out.len() - start) as u64);
         put_varint(&mut e, posting.len() as u64);
-        e.extend_from_slice(&crc32c::crc32c(&out[start..]).to_le_bytes());
+        e.extend_from_slice(&crc32c::crc32c(&dir).to_le_bytes());
         term_entries.push((term, e));
     }
     // Term blocks and their directory.
@@ -216,6 +227,31 @@ pub fn encode(entries: &Entries, producers: &[ProducerStatus]) -> Vec<u8> {
     out
 }
 
+/// A posting's chunk directory and chunks (module docs): pairs sorted, so no delta is negative.
+fn encode_posting(posting: &[(i64, u32)]) -> (Vec<u8>, Vec<u8>) {
+    let (mut dir, mut body) = (Vec::new(), Vec::new());
+    let mut previous_first: Option<i64> = None;
+    for chunk in posting.chunks(POSTING_CHUNK) {
+        let start = body.len();
+        let (t0, l0) = chunk[0];
+        match previous_first {
+            None => put_signed(&mut dir, t0),
+            Some(p) => put_varint(&mut dir, t0.abs_diff(p)),
+        }
+        previous_first = Some(t0);
+        put_varint(&mut dir, u64::from(l0));
+        let mut prev = chunk[0];
+        for &(t, local) in &chunk[1..] {
+            put_varint(&mut body, t.abs_diff(prev.0));
+            put_signed(&mut body, i64::from(local) - i64::from(prev.1));
+            prev = (t, local);
+        }
+        put_varint(&mut dir, (body.len() - start) as u64);
+        dir.extend_from_slice(&crc32c::crc32c(&body[start..]).to_le_bytes());
+    }
+    (dir, body)
+}
+
 /// Writes the index of `entries` to `dir` (through a temporary file and a rename, so that the
 /// file is whole or absent) and opens it.
 pub fn write(
@@ -302,6 +338,12 @@ impl SegmentIndex {
             Ok(b)
         };
         let h = read(0, HEADER_LEN)?;
+        if older_format(&h) {
+            return Err(damaged(&format!(
+                "written in index format {} (this version reads format {})",
+                h[7], MAGIC[7]
+            )));
+        }
         if h[..8] != MAGIC || crc32c::crc32c(&h[..52]) != u32_le(&h, 52) {
             return Err(damaged("bad header"));
         }
@@ -362,6 +404,15 @@ impl SegmentIndex {
         ))
     }
 
+    /// Reads `len` bytes at `offset`.
+    fn read_at(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
+        let mut b = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut b, offset)
+            .map_err(StoreError::io(format!("reading {}", self.path.display())))?;
+        Ok(b)
+    }
+
     /// Reads `len` bytes at `offset` and checks them against `crc`.
     fn read_checked(
         &self,
@@ -370,14 +421,17 @@ impl SegmentIndex {
         crc: u32,
         what: &str,
     ) -> Result<Vec<u8>, StoreError> {
-        let mut b = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut b, offset)
-            .map_err(StoreError::io(format!("reading {}", self.path.display())))?;
-        if crc32c::crc32c(&b) != crc {
-            return Err(self.damaged(what));
-        }
+        let b = self.read_at(offset, len)?;
+        self.check(&b, crc, what)?;
         Ok(b)
+    }
+
+    fn check(&self, bytes: &[u8], crc: u32, what: &str) -> Result<(), StoreError> {
+        if crc32c::crc32c(bytes) == crc {
+            Ok(())
+        } else {
+            Err(self.damaged(what))
+        }
     }
 
     /// False when the filter proves the segment has no event with this term.
@@ -433,48 +487,66 @@ impl SegmentIndex {
         Ok(out)
     }
 
-    /// The sort keys in `[lo, hi)` of the terms `selector` picks, below `size`, in order.
-    pub fn candidates(
-        &self,
+    /// One run per term `selector` picks, handing out its sort keys in `[lo, hi)` and below
+    /// `size` in merge order (newest first when `descending`). Only the chunks that meet the range
+    /// are read, and each only when the merge reaches it.
+    pub fn runs(
+        self: &Arc<Self>,
         selector: &Selector,
-        lo: SortKey,
-        hi: SortKey,
-        size: u64,
-    ) -> Result<Vec<SortKey>, StoreError> {
-        if self.events == 0 || self.max_time < lo.0 || self.min_time > hi.0 {
+        bounds: RunBounds,
+    ) -> Result<Vec<PostingRun>, StoreError> {
+        if self.events == 0 || self.max_time < bounds.lo.0 || self.min_time > bounds.hi.0 {
             return Ok(Vec::new());
         }
-        let terms = self.terms(selector)?;
-        let mut out = Vec::new();
-        for t in &terms {
-            let bytes = self.read_checked(t.offset, t.len, t.crc, "a posting list")?;
-            let mut r = Reader::new(&bytes);
-            let (mut time, mut local) = (0i64, 0i64);
-            for i in 0..t.events {
-                let step = if i == 0 {
-                    r.signed()
-                        .zip(r.varint().map(|l| l as i64))
-                        .map(|(t0, l0)| {
-                            time = t0;
-                            local = l0;
-                        })
-                } else {
-                    r.varint().zip(r.signed()).map(|(dt, dl)| {
-                        time = time.wrapping_add(dt as i64);
-                        local += dl;
-                    })
-                };
-                step.ok_or_else(|| self.damaged("a posting list"))?;
-                let key = (time, self.first_seq.wrapping_add(local as u64));
-                if key.1 < size && key >= lo && key < hi {
-                    out.push(key);
-                }
-            }
+        self.terms(selector)?
+            .iter()
+            .map(|t| self.run(t, bounds))
+            .collect()
+    }
+
+    fn run(self: &Arc<Self>, t: &TermEntry, bounds: RunBounds) -> Result<PostingRun, StoreError> {
+        let damaged = || self.damaged("a posting's chunk directory");
+        let dir_end = Some(t.dir_len)
+            .filter(|n| *n <= t.len)
+            .ok_or_else(damaged)?;
+        // A small posting is read whole, a long one its directory first.
+        let (dir, whole) = if t.len <= WHOLE_POSTING_BYTES {
+            let mut bytes = self.read_at(t.offset, t.len)?;
+            let dir = bytes[..dir_end].to_vec();
+            bytes.drain(..dir_end);
+            (dir, Some(bytes))
+        } else {
+            (self.read_at(t.offset, dir_end)?, None)
+        };
+        self.check(&dir, t.crc, "a posting's chunk directory")?;
+        let body = t.offset + dir_end as u64;
+        let chunks = decode_posting_dir(&dir, t.events, body).ok_or_else(damaged)?;
+        if chunks
+            .last()
+            .is_some_and(|c| c.offset + c.len as u64 > t.offset + t.len as u64)
+        {
+            return Err(damaged());
         }
-        if terms.len() > 1 {
-            out.sort_unstable();
+        let key = |c: &PostingChunk| (c.first.0, self.first_seq + u64::from(c.first.1));
+        // Chunk k holds the keys from its first up to (not including) the next chunk's first.
+        let mut wanted: Vec<PostingChunk> = chunks
+            .iter()
+            .enumerate()
+            .filter(|(k, c)| {
+                key(c) < bounds.hi && chunks.get(k + 1).is_none_or(|n| key(n) > bounds.lo)
+            })
+            .map(|(_, c)| *c)
+            .collect();
+        if !bounds.descending {
+            wanted.reverse();
         }
-        Ok(out)
+        Ok(PostingRun {
+            index: Arc::clone(self),
+            chunks: wanted,
+            whole: whole.map(|b| (body, b)),
+            keys: Vec::new(),
+            bounds,
+        })
     }
 
     /// Events per value of field `code`.
@@ -514,11 +586,131 @@ impl SegmentIndex {
     }
 }
 
+/// What a run hands out: keys in `[lo, hi)` below `size`, newest first when `descending`.
+#[derive(Debug, Clone, Copy)]
+pub struct RunBounds {
+    pub lo: SortKey,
+    pub hi: SortKey,
+    pub size: u64,
+    pub descending: bool,
+}
+
+impl RunBounds {
+    fn admits(&self, key: &SortKey) -> bool {
+        key.1 < self.size && *key >= self.lo && *key < self.hi
+    }
+}
+
+/// One chunk of a posting, as its directory describes it.
+#[derive(Debug, Clone, Copy)]
+struct PostingChunk {
+    first: (i64, u32),
+    offset: u64,
+    len: usize,
+    pairs: usize,
+    crc: u32,
+}
+
+/// One term's keys in one sealed segment, read a chunk at a time in merge order.
+pub struct PostingRun {
+    index: Arc<SegmentIndex>,
+    /// Chunks still to read; the next one last.
+    chunks: Vec<PostingChunk>,
+    /// The whole posting after its directory, with its file offset, when it was read in one go.
+    whole: Option<(u64, Vec<u8>)>,
+    /// The current chunk's keys still to hand out; the next one last.
+    keys: Vec<SortKey>,
+    bounds: RunBounds,
+}
+
+impl PostingRun {
+    /// The next key in merge order, reading the next chunk when the current one is used up.
+    pub fn next_key(&mut self) -> Result<Option<SortKey>, StoreError> {
+        loop {
+            if let Some(k) = self.keys.pop() {
+                return Ok(Some(k));
+            }
+            let Some(c) = self.chunks.pop() else {
+                return Ok(None);
+            };
+            let what = "a posting chunk";
+            let read;
+            let bytes = match &self.whole {
+                Some((base, b)) => {
+                    let from =
+                        usize::try_from(c.offset.saturating_sub(*base)).unwrap_or(usize::MAX);
+                    let part = from
+                        .checked_add(c.len)
+                        .and_then(|to| b.get(from..to))
+                        .ok_or_else(|| self.index.damaged(what))?;
+                    self.index.check(part, c.crc, what)?;
+                    part
+                }
+                None => {
+                    read = self.index.read_checked(c.offset, c.len, c.crc, what)?;
+                    &read[..]
+                }
+            };
+            let first_seq = self.index.first_seq;
+            let mut keys =
+                decode_chunk(&c, bytes, first_seq).ok_or_else(|| self.index.damaged(what))?;
+            keys.retain(|k| self.bounds.admits(k));
+            if !self.bounds.descending {
+                keys.reverse();
+            }
+            self.keys = keys;
+        }
+    }
+}
+
+/// The keys of one chunk, in increasing order; `None` when its bytes do not decode to its pairs.
+fn decode_chunk(c: &PostingChunk, bytes: &[u8], first_seq: u64) -> Option<Vec<SortKey>> {
+    let mut r = Reader::new(bytes);
+    let (mut time, mut local) = (c.first.0, i64::from(c.first.1));
+    let mut out = Vec::with_capacity(c.pairs);
+    out.push((time, first_seq.wrapping_add(local as u64)));
+    for _ in 1..c.pairs {
+        time = time.wrapping_add(r.varint()? as i64);
+        local = local.wrapping_add(r.signed()?);
+        out.push((time, first_seq.wrapping_add(local as u64)));
+    }
+    r.done().then_some(out)
+}
+
+/// A posting's chunk directory; `body` is the file offset of its first chunk.
+fn decode_posting_dir(b: &[u8], events: u64, body: u64) -> Option<Vec<PostingChunk>> {
+    let events = usize::try_from(events).ok()?;
+    let count = events.div_ceil(POSTING_CHUNK);
+    let mut r = Reader::new(b);
+    let mut out = Vec::with_capacity(count);
+    let (mut time, mut offset) = (0i64, body);
+    for k in 0..count {
+        time = if k == 0 {
+            r.signed()?
+        } else {
+            time.checked_add(i64::try_from(r.varint()?).ok()?)?
+        };
+        let local = u32::try_from(r.varint()?).ok()?;
+        let len = usize::try_from(r.varint()?).ok()?;
+        let crc = u32_le(r.bytes(4)?, 0);
+        out.push(PostingChunk {
+            first: (time, local),
+            offset,
+            len,
+            pairs: (events - k * POSTING_CHUNK).min(POSTING_CHUNK),
+            crc,
+        });
+        offset = offset.checked_add(len as u64)?;
+    }
+    r.done().then_some(out)
+}
+
 /// A term entry of a term block.
 struct TermEntry {
     code: u8,
     value: Vec<u8>,
     offset: u64,
+    dir_len: usize,
     len: usize,
     events: u64,
     crc: u32,
@@ -529,6 +721,7 @@ fn read_term(r: &mut Reader<'_>) -> Option<TermEntry> {
     let n = usize::try_from(r.varint()?).ok()?;
     let value = r.bytes(n)?.to_vec();
     let offset = r.varint()?;
+    let dir_len = usize::try_from(r.varint()?).ok()?;
     let len = usize::try_from(r.varint()?).ok()?;
     let events = r.varint()?;
     let crc = u32_le(r.bytes(4)?, 0);
@@ -536,6 +729,7 @@ fn read_term(r: &mut Reader<'_>) -> Option<TermEntry> {
         code,
         value,
         offset,
+        dir_len,
         len,
         events,
         crc,
@@ -601,4 +795,54 @@ fn decode_producers(b: &[u8]) -> Option<Vec<ProducerStatus>> {
         out.push(ProducerStatus::from_bytes(id, r.bytes(n)?)?);
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example of `docs/design/log-format.md`, byte for byte.
+    #[test]
+    fn the_documented_posting() {
+        let t = 1_735_689_600_000_000i64;
+        let (dir, chunks) = encode_posting(&[(t, 0), (t + 1_000_000, 2), (t + 1_000_000, 5)]);
+        let mut want = vec![0x80, 0x80, 0xe3, 0xa0, 0xb7, 0xa6, 0x95, 0x06, 0x00, 0x06];
+        want.extend_from_slice(&crc32c::crc32c(&chunks).to_le_bytes());
+        assert_eq!(dir, want);
+        assert_eq!(chunks, [0xc0, 0x84, 0x3d, 0x04, 0x00, 0x06]);
+        let parsed = decode_posting_dir(&dir, 3, 100).expect("directory");
+        assert_eq!(parsed.len(), 1);
+        let keys = decode_chunk(&parsed[0], &chunks, 1000).expect("chunk");
+        assert_eq!(
+            keys,
+            [(t, 1000), (t + 1_000_000, 1002), (t + 1_000_000, 1005)]
+        );
+    }
+
+    /// A posting of several chunks decodes back to its pairs, chunk by chunk.
+    #[test]
+    fn chunks_decode_back_to_their_pairs() {
+        let pairs: Vec<(i64, u32)> = (0..300u32)
+            .map(|i| (-5_000 + i64::from(i / 3) * 7, (i * 37) % 301))
+            .collect();
+        let mut sorted = pairs.clone();
+        sorted.sort_unstable();
+        let (dir, chunks) = encode_posting(&sorted);
+        let parsed = decode_posting_dir(&dir, 300, 0).expect("directory");
+        assert_eq!(
+            parsed.iter().map(|c| c.pairs).collect::<Vec<_>>(),
+            [128, 128, 44]
+        );
+        let mut back = Vec::new();
+        for c in &parsed {
+            let bytes = &chunks[c.offset as usize..c.offset as usize + c.len];
+            assert_eq!(crc32c::crc32c(bytes), c.crc);
+            back.extend(decode_chunk(c, bytes, 0).expect("chunk"));
+        }
+        let want: Vec<SortKey> = sorted.iter().map(|&(t, l)| (t, u64::from(l))).collect();
+        assert_eq!(back, want);
+        // A directory that does not match the number of events does not decode.
+        assert!(decode_posting_dir(&dir, 400, 0).is_none());
+        assert!(decode_posting_dir(&dir, 200, 0).is_none());
+    }
 }
