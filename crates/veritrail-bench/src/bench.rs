@@ -626,6 +626,11 @@ fn run_veritrail(args: &BenchArgs, work: &Workload) -> anyhow::Result<Value> {
         .collect();
     let ingest = ingest(&url, &producer_keys, work, args.clients, &pool, pid)?;
     drop(pool);
+    // Like ANALYZE on the PostgreSQL side: queries start once the server has sealed and indexed
+    // what the ingest left it, and the time that took is reported.
+    let settled = pid
+        .map(|p| crate::cpu::wait_idle(p, Duration::from_secs(120)))
+        .transpose()?;
     let client = Client::new(&url, key(|k| &k.auditor.1))?;
     // Like the PostgreSQL side, which receives its rows without decoding them, take the whole
     // answer but do not parse it.
@@ -671,6 +676,7 @@ fn run_veritrail(args: &BenchArgs, work: &Workload) -> anyhow::Result<Value> {
     .to_json("veritrail");
     // Whether each read also wrote (and waited for) its access event.
     result["access_events"] = keys.is_some().into();
+    result["settled_after_s"] = settled.map(|d| d.as_secs_f64()).into();
     result["inclusion_proof_p50_ms"] = pct(&proofs, 0.50).into();
     result["inclusion_proof_p99_ms"] = pct(&proofs, 0.99).into();
     Ok(result)

@@ -99,6 +99,22 @@ pub fn tree_seconds(root: u32) -> anyhow::Result<f64> {
     Ok(seconds)
 }
 
+/// Waits until `pid` (with its children) uses less than 5 % of one core over half a second, at
+/// most `limit`: background work an ingest left (sealing, compaction) is then done, so queries
+/// measured afterwards do not share the machine with it. Returns the time waited.
+pub fn wait_idle(pid: u32, limit: std::time::Duration) -> anyhow::Result<std::time::Duration> {
+    let started = std::time::Instant::now();
+    let window = std::time::Duration::from_millis(500);
+    loop {
+        let before = tree_seconds(pid)?;
+        std::thread::sleep(window);
+        let busy = (tree_seconds(pid)? - before) / window.as_secs_f64();
+        if busy < 0.05 || started.elapsed() >= limit {
+            return Ok(started.elapsed());
+        }
+    }
+}
+
 /// CPU seconds of this process, every thread.
 pub fn own_seconds() -> f64 {
     clock_seconds(libc::CLOCK_PROCESS_CPUTIME_ID)

@@ -853,9 +853,15 @@ impl Leaf {
 
 /// What the index keeps of a stored leaf, read without building the rest of it: `event_data` and
 /// the other fields are skipped, strings are borrowed where they hold no escapes. A whole-log
-/// check uses it to recompute index entries at the speed of hashing.
+/// check uses it to recompute index entries at the speed of hashing. It checks at least the
+/// outline [`Leaf::from_bytes`] checks, the reader's decoder, so a leaf it accepts is servable.
 #[derive(Debug, serde::Deserialize)]
 pub struct LeafSummary<'a> {
+    v: u64,
+    #[serde(borrow)]
+    tenant: Cow<'a, str>,
+    #[serde(borrow)]
+    ingested_at: Cow<'a, str>,
     #[serde(borrow)]
     pub event: EventSummary<'a>,
 }
@@ -880,18 +886,62 @@ pub struct EventSummary<'a> {
     producer_id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     namespace: Option<Cow<'a, str>>,
+    #[serde(default)]
+    producer_seq: Option<u64>,
 }
 
 impl<'a> LeafSummary<'a> {
     /// Reads the summary of a leaf document's bytes.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<LeafSummary<'a>, RecordError> {
         let summary: LeafSummary<'a> = serde_json::from_slice(bytes)?;
+        if summary.v != LEAF_VERSION {
+            return Err(RecordError::Layout("not a version-1 leaf document".into()));
+        }
         if summary.event.time().is_none() {
             return Err(RecordError::Layout(
                 "event_timestamp is not an RFC 3339 timestamp".into(),
             ));
         }
+        if summary.ingested_at().is_none() {
+            return Err(RecordError::Layout(
+                "ingested_at is not an RFC 3339 timestamp".into(),
+            ));
+        }
         Ok(summary)
+    }
+
+    /// When the server stored the event.
+    pub fn ingested_at(&self) -> Option<DateTime<Utc>> {
+        parse_time(&self.ingested_at)
+    }
+
+    /// The tenant whose log holds the leaf.
+    pub fn tenant(&self) -> &str {
+        &self.tenant
+    }
+
+    /// The same summary owning its strings, to keep after the bytes are gone.
+    pub fn into_owned(self) -> LeafSummary<'static> {
+        let own = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        let opt = |c: Option<Cow<'_, str>>| c.map(own);
+        let e = self.event;
+        LeafSummary {
+            v: self.v,
+            tenant: own(self.tenant),
+            ingested_at: own(self.ingested_at),
+            event: EventSummary {
+                event_id: e.event_id,
+                event_timestamp: own(e.event_timestamp),
+                event_type: own(e.event_type),
+                event_outcome: own(e.event_outcome),
+                actor_id: own(e.actor_id),
+                correlation_id: opt(e.correlation_id),
+                resource_id: opt(e.resource_id),
+                producer_id: opt(e.producer_id),
+                namespace: opt(e.namespace),
+                producer_seq: e.producer_seq,
+            },
+        }
     }
 }
 
@@ -899,6 +949,11 @@ impl EventSummary<'_> {
     /// The event time, truncated to the microsecond as [`Event::event_timestamp`] is.
     pub fn time(&self) -> Option<DateTime<Utc>> {
         parse_time(&self.event_timestamp)
+    }
+
+    /// The producer's id and its sequence number for the event, when it has both.
+    pub fn producer(&self) -> Option<(&str, u64)> {
+        self.producer_id.as_deref().zip(self.producer_seq)
     }
 
     /// The value of an indexed field, as [`Event::field`] gives it; `None` for other names.
@@ -1048,12 +1103,20 @@ mod tests {
         let mut v = minimal();
         v["namespace"] = json!("quote\"and\\back\u{e9}");
         v["producer_id"] = json!("p-1");
+        v["producer_seq"] = json!(7);
         let e = Event::from_json(&v, Uuid::now_v7).expect("valid");
         let at = DateTime::from_timestamp_micros(1).expect("time");
         let bytes = Record::canonical_bytes_around(&e.canonical_bytes().expect("bytes"), "t", &at);
         let s = LeafSummary::from_bytes(&bytes).expect("summary");
         assert_eq!(s.event.event_id, e.event_id);
         assert_eq!(s.event.time(), Some(e.event_timestamp));
+        assert_eq!(s.ingested_at(), Some(at));
+        assert_eq!(s.tenant(), "t");
+        assert_eq!(s.event.producer(), Some(("p-1", 7)));
+        let owned = LeafSummary::from_bytes(&bytes)
+            .expect("summary")
+            .into_owned();
+        assert_eq!(owned.event.field("namespace"), e.field("namespace"));
         for name in [
             "event_type",
             "event_outcome",

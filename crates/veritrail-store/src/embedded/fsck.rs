@@ -10,9 +10,9 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use veritrail_core::event::Record;
+use veritrail_core::event::LeafSummary;
 use veritrail_core::hash::{leaf_hash, to_b64, Hash};
 use veritrail_core::merkle::{self, Frontier};
 use veritrail_core::note::NoteVerifier;
@@ -112,37 +112,58 @@ pub fn check(
     let cp_size = run.report.checkpoint_size;
     let mut done = 0;
     let last = listed.last().copied();
-    for (ordinal, stored) in listed {
-        let path = path_of((ordinal, stored));
-        let file =
-            File::open(&path).map_err(StoreError::io(format!("opening {}", path.display())))?;
-        let len = file
-            .metadata()
-            .map_err(StoreError::io("segment metadata"))?
-            .len();
-        run.report.segments += 1;
-        let is_last = Some((ordinal, stored)) == last;
-        if stored == Stored::Appended && !is_last {
-            run.report.unsealed += 1;
-        }
-        let loaded = match stored {
-            Stored::Appended => run.appended(&file, &path, ordinal, len, is_last)?,
-            Stored::Sealed => run.sealed(&path, ordinal),
-        };
-        if let Some((records, damage)) = loaded {
-            let first = records.first().map_or(run.frontier.size(), |r| r.seq);
-            let mut records = records;
-            run.check_segment(&mut records, cp_size)?;
-            if stored == Stored::Sealed && damage.is_none() {
-                run.check_segment_index(ordinal, first, &records)?;
+    // A sealed segment's index file is checked on a thread of its own while the next segment is
+    // read and hashed; one such check at a time.
+    std::thread::scope(|scope| -> Result<(), StoreError> {
+        let mut pending: Option<
+            std::thread::ScopedJoinHandle<'_, Result<Option<IndexFinding>, StoreError>>,
+        > = None;
+        for (ordinal, stored) in listed {
+            let path = path_of((ordinal, stored));
+            let file =
+                File::open(&path).map_err(StoreError::io(format!("opening {}", path.display())))?;
+            let len = file
+                .metadata()
+                .map_err(StoreError::io("segment metadata"))?
+                .len();
+            run.report.segments += 1;
+            let is_last = Some((ordinal, stored)) == last;
+            if stored == Stored::Appended && !is_last {
+                run.report.unsealed += 1;
             }
-            if let Some(d) = damage {
-                run.problem(d);
+            let loaded = match stored {
+                Stored::Appended => run.appended(&file, &path, ordinal, len, is_last)?,
+                Stored::Sealed => run.sealed(&path, ordinal),
+            };
+            if let Some((records, damage)) = loaded {
+                let first = records.first().map_or(run.frontier.size(), |r| r.seq);
+                let mut records = records;
+                run.check_segment(&mut records, cp_size)?;
+                if stored == Stored::Sealed && damage.is_none() {
+                    let check = IndexCheck {
+                        path: index_dir.join(seg_index::file_name(ordinal)),
+                        ordinal,
+                        first_seq: first,
+                        marked: run.segment_marked,
+                        producers: run.producers.values().cloned().collect(),
+                    };
+                    if let Some(previous) = pending.take() {
+                        run.index_finding(previous.join())?;
+                    }
+                    pending = Some(scope.spawn(move || check.run(&records)));
+                }
+                if let Some(d) = damage {
+                    run.problem(d);
+                }
             }
+            done += len;
+            progress(done, total);
         }
-        done += len;
-        progress(done, total);
-    }
+        if let Some(previous) = pending.take() {
+            run.index_finding(previous.join())?;
+        }
+        Ok(())
+    })?;
     run.report.bytes = total;
     run.finish(latest.map(|c| c.note), vkey)?;
     run.report.root = run.frontier.root();
@@ -160,8 +181,9 @@ struct Scanned {
     /// In a sealed block that does not read: only its place in the log is known.
     lost: bool,
     leaf: Hash,
-    /// The decoded record, or why it does not decode.
-    record: Option<Result<Record, String>>,
+    /// The decoded record (what the index and the producers' state need of it), or why it does
+    /// not decode.
+    record: Option<Result<LeafSummary<'static>, String>>,
 }
 
 impl Scanned {
@@ -182,12 +204,64 @@ impl Scanned {
             return;
         }
         self.leaf = leaf_hash(&self.raw.payload);
-        self.record = Some(Record::from_bytes(&self.raw.payload).map_err(|e| e.to_string()));
+        self.record = Some(
+            LeafSummary::from_bytes(&self.raw.payload)
+                .map(LeafSummary::into_owned)
+                .map_err(|e| e.to_string()),
+        );
     }
 }
 
 /// A segment's records in log order, and the damage that ended it early.
 type Loaded = (Vec<Scanned>, Option<String>);
+
+/// The check of one sealed segment's index file: what it needs of the in-order scan (the
+/// producers' state at the segment's end), so that it runs while the next segment is read.
+struct IndexCheck {
+    path: PathBuf,
+    ordinal: u32,
+    first_seq: u64,
+    marked: u64,
+    producers: Vec<crate::producers::ProducerStatus>,
+}
+
+/// What an [`IndexCheck`] found: a problem, or work that starting the server does.
+enum IndexFinding {
+    Problem(String),
+    NeedsRecovery(String),
+}
+
+impl IndexCheck {
+    /// Rebuilds the index from the segment's records and compares it with its file.
+    fn run(&self, records: &[Scanned]) -> Result<Option<IndexFinding>, StoreError> {
+        let mut entries = Entries::new(self.ordinal, self.first_seq);
+        entries.marked = self.marked;
+        for r in records {
+            match &r.record {
+                Some(Ok(rec)) if !r.bad_checksum => entries.add(&rec.event, r.offset, r.leaf),
+                // Damage already reported: the index cannot be compared.
+                _ => return Ok(None),
+            }
+        }
+        let expected = seg_index::encode(&entries, &self.producers);
+        let path = self.path.display();
+        Ok(match std::fs::read(&self.path) {
+            Ok(found) if found == expected => None,
+            Ok(found) if seg_index::older_format(&found) => Some(IndexFinding::NeedsRecovery(
+                format!("{path} is in an older index format: starting the server rewrites it"),
+            )),
+            Ok(_) => Some(IndexFinding::Problem(format!(
+                "{path}: the segment's index does not match its events; it is derived from the log: `veritrail reindex` rebuilds it"
+            ))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(
+                IndexFinding::NeedsRecovery(format!(
+                    "{path} is not written yet: starting the server writes it"
+                )),
+            ),
+            Err(e) => return Err(StoreError::io(format!("reading {path}"))(e)),
+        })
+    }
+}
 
 struct Run<'a> {
     flat: &'a FlatFiles,
@@ -208,6 +282,21 @@ struct Run<'a> {
 impl Run<'_> {
     fn problem(&mut self, p: String) {
         self.report.problems.push(p);
+    }
+
+    /// Takes in what an index check found (a check that panicked is a failure of fsck itself).
+    fn index_finding(
+        &mut self,
+        joined: std::thread::Result<Result<Option<IndexFinding>, StoreError>>,
+    ) -> Result<(), StoreError> {
+        let finding =
+            joined.map_err(|_| StoreError::Failed("an index check panicked".into()))??;
+        match finding {
+            Some(IndexFinding::Problem(p)) => self.problem(p),
+            Some(IndexFinding::NeedsRecovery(n)) => self.report.needs_recovery.push(n),
+            None => {}
+        }
+        Ok(())
     }
 
     /// Cuts the records out of a segment as appended. `None` when its header does not read.
@@ -419,53 +508,14 @@ impl Run<'_> {
             Some(Ok(rec)) => {
                 track_producers(
                     &mut self.producers,
-                    std::iter::once((&rec.event, rec.ingested_at.timestamp_micros())),
+                    std::iter::once((
+                        &rec.event,
+                        rec.ingested_at().map_or(0, |t| t.timestamp_micros()),
+                    )),
                 );
             }
             _ => {}
         }
-    }
-
-    /// Rebuilds the index of a sealed segment from its records and compares it with its file.
-    fn check_segment_index(
-        &mut self,
-        ordinal: u32,
-        first_seq: u64,
-        records: &[Scanned],
-    ) -> Result<(), StoreError> {
-        let mut entries = Entries::new(ordinal, first_seq);
-        entries.marked = self.segment_marked;
-        for r in records {
-            match &r.record {
-                Some(Ok(rec)) if !r.bad_checksum => entries.add(&rec.event, r.offset, r.leaf),
-                // Damage already reported: the index cannot be compared.
-                _ => return Ok(()),
-            }
-        }
-        let producers: Vec<_> = self.producers.values().cloned().collect();
-        let expected = seg_index::encode(&entries, &producers);
-        let path = self.index_dir.join(seg_index::file_name(ordinal));
-        match std::fs::read(&path) {
-            Ok(found) if found == expected => {}
-            Ok(found) if seg_index::older_format(&found) => {
-                self.report.needs_recovery.push(format!(
-                    "{} is in an older index format: starting the server rewrites it",
-                    path.display()
-                ))
-            }
-            Ok(_) => self.problem(format!(
-                "{}: the segment's index does not match its events; it is derived from the log: `veritrail reindex` rebuilds it",
-                path.display()
-            )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                self.report.needs_recovery.push(format!(
-                    "{} is not written yet: starting the server writes it",
-                    path.display()
-                ))
-            }
-            Err(e) => return Err(StoreError::io(format!("reading {}", path.display()))(e)),
-        }
-        Ok(())
     }
 
     /// The checks of the whole: the tree's node files and the signed checkpoint.

@@ -84,6 +84,8 @@ pub trait Indexed {
     fn time_us(&self) -> i64;
     /// The value of an indexed field.
     fn field(&self, name: &str) -> Option<&str>;
+    /// The producer's id and sequence number, when the event has both.
+    fn producer(&self) -> Option<(&str, u64)>;
 }
 
 impl Indexed for Event {
@@ -95,6 +97,9 @@ impl Indexed for Event {
     }
     fn field(&self, name: &str) -> Option<&str> {
         Event::field(self, name)
+    }
+    fn producer(&self) -> Option<(&str, u64)> {
+        self.producer_id.as_deref().zip(self.producer_seq)
     }
 }
 
@@ -108,6 +113,9 @@ impl Indexed for EventSummary<'_> {
     }
     fn field(&self, name: &str) -> Option<&str> {
         EventSummary::field(self, name)
+    }
+    fn producer(&self) -> Option<(&str, u64)> {
+        EventSummary::producer(self)
     }
 }
 
@@ -126,15 +134,6 @@ impl Selector {
             Selector::All => code == ALL,
             Selector::Exact(c, v) => *c == code && v == value,
             Selector::Prefix(c, p) => *c == code && value.starts_with(p.as_str()),
-        }
-    }
-
-    /// The one term the selector picks, unless it picks by prefix.
-    pub fn exact(&self) -> Option<crate::embedded::entries::Term> {
-        match self {
-            Selector::All => Some((ALL, "".into())),
-            Selector::Exact(c, v) => Some((*c, v.as_str().into())),
-            Selector::Prefix(..) => None,
         }
     }
 
@@ -546,14 +545,13 @@ impl Index {
 
 /// Updates the producers' sequence state for events in log order (with their `ingested_at`).
 /// Returns how many events newly went missing.
-pub(crate) fn track_producers<'a, E: 'a + std::borrow::Borrow<Event>>(
+pub(crate) fn track_producers<'a, E: 'a + Indexed>(
     producers: &mut BTreeMap<String, ProducerStatus>,
     events: impl Iterator<Item = (&'a E, i64)>,
 ) -> u64 {
     let mut newly_missing = 0;
     for (e, at) in events {
-        let e = e.borrow();
-        let (Some(id), Some(seq)) = (e.producer_id.as_deref(), e.producer_seq) else {
+        let Some((id, seq)) = e.producer() else {
             continue;
         };
         match producers.get_mut(id) {

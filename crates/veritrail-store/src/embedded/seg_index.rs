@@ -39,7 +39,7 @@ use uuid::Uuid;
 use xorf::{Filter, Xor8};
 
 use crate::embedded::codec::{put_signed, put_varint, u32_le, u64_le, Reader};
-use crate::embedded::entries::{Entries, Term};
+use crate::embedded::entries::Entries;
 use crate::embedded::index::{Selector, SortKey};
 use crate::error::StoreError;
 use crate::producers::ProducerStatus;
@@ -87,18 +87,20 @@ fn id_fingerprint(id: &Uuid) -> u32 {
     (term_hash(ID_CODE, id.as_bytes()) >> 32) as u32
 }
 
+/// A term: field code and value.
+type Term<'a> = (u8, &'a str);
+
 /// Encodes the index of `entries` with the producers' state at the segment's end. Deterministic:
 /// the same entries give the same bytes (fsck compares them).
 pub fn encode(entries: &Entries, producers: &[ProducerStatus]) -> Vec<u8> {
     let mut out = vec![0u8; HEADER_LEN];
     // Postings, and the term entries that point at them.
-    let mut terms: Vec<(&Term, Vec<(i64, u32)>)> = entries
-        .postings
-        .iter()
-        .map(|(t, p)| (t, p.entries()))
+    let mut terms: Vec<(Term<'_>, Vec<(i64, u32)>)> = entries
+        .postings()
+        .map(|(code, value, p)| ((code, value), p.entries()))
         .collect();
     terms.sort_unstable_by(|a, b| (a.0 .0, a.0 .1.as_bytes()).cmp(&(b.0 .0, b.0 .1.as_bytes())));
-    let mut term_entries: Vec<(&Term, Vec<u8>)> = Vec::with_capacity(terms.len());
+    let mut term_entries: Vec<(Term<'_>, Vec<u8>)> = Vec::with_capacity(terms.len());
     let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
     for (term, posting) in &terms {
         let (Some(first), Some(last)) = (posting.first(), posting.last()) else {
@@ -119,7 +121,7 @@ pub fn encode(entries: &Entries, producers: &[ProducerStatus]) -> Vec<u8> {
         put_varint(&mut e, (out.len() - start) as u64);
         put_varint(&mut e, posting.len() as u64);
         e.extend_from_slice(&crc32c::crc32c(&dir).to_le_bytes());
-        term_entries.push((term, e));
+        term_entries.push((*term, e));
     }
     // Term blocks and their directory.
     let mut term_dir = Vec::new();
