@@ -161,6 +161,9 @@ pub struct SealedSegment {
     /// Length of the segment as appended (header included): the end of its last record.
     pub raw_len: u64,
     pub blocks: Vec<Block>,
+    /// Each block's first seq, apart from the rest of its entry: a lookup by seq searches these
+    /// few cache lines rather than the whole block index.
+    first_seqs: Vec<u64>,
     /// The dictionary the blocks were compressed with, prepared for decompression.
     dict: Option<zstd::dict::DecoderDictionary<'static>>,
     /// Bytes of the file.
@@ -241,6 +244,7 @@ impl SealedSegment {
             ordinal,
             first_seq,
             raw_len,
+            first_seqs: blocks.iter().map(|b| b.first_seq).collect(),
             blocks,
             dict: (!dict.is_empty()).then(|| zstd::dict::DecoderDictionary::copy(&dict)),
             len,
@@ -263,6 +267,15 @@ impl SealedSegment {
     }
 
     /// The block that holds the record at `raw_offset`.
+    /// The block that holds event `seq`, if any.
+    pub fn block_of(&self, seq: u64) -> Option<usize> {
+        let k = self
+            .first_seqs
+            .partition_point(|f| *f <= seq)
+            .checked_sub(1)?;
+        self.blocks[k].seqs().contains(&seq).then_some(k)
+    }
+
     pub fn block_at(&self, raw_offset: u64) -> Option<usize> {
         let k = self
             .blocks

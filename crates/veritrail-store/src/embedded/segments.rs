@@ -33,13 +33,39 @@ pub(crate) enum SegmentFile {
     Sealed(Arc<SealedSegment>),
 }
 
+/// A decompressed block, with where each of its event records starts.
+pub(crate) struct CachedBlock {
+    pub(crate) bytes: Vec<u8>,
+    /// Offset in `bytes` of the record of each event, by seq from the block's first: found once
+    /// when the block is decompressed, so a read jumps to its record instead of walking the
+    /// headers before it. Shorter than the block's events when a header does not read (the read
+    /// then fails, naming the place).
+    events: Vec<u32>,
+}
+
+impl CachedBlock {
+    fn new(bytes: Vec<u8>) -> CachedBlock {
+        let mut events = Vec::new();
+        let mut at = 0usize;
+        while let Some(h) = bytes.get(at..at + segment::RECORD_HEADER_LEN) {
+            let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize;
+            if h[8] == segment::RecordKind::Event as u8 {
+                let Ok(offset) = u32::try_from(at) else { break };
+                events.push(offset);
+            }
+            at += segment::RECORD_HEADER_LEN + len;
+        }
+        CachedBlock { bytes, events }
+    }
+}
+
 /// Weighs a cached block by its bytes.
 #[derive(Clone)]
 struct BlockBytes;
 
-impl quick_cache::Weighter<(u32, usize), Arc<Vec<u8>>> for BlockBytes {
-    fn weight(&self, _: &(u32, usize), block: &Arc<Vec<u8>>) -> u64 {
-        block.len().max(1) as u64
+impl quick_cache::Weighter<(u32, usize), Arc<CachedBlock>> for BlockBytes {
+    fn weight(&self, _: &(u32, usize), block: &Arc<CachedBlock>) -> u64 {
+        (block.bytes.len() + 4 * block.events.len()).max(1) as u64
     }
 }
 
@@ -48,7 +74,7 @@ pub(crate) struct Segments {
     dir: PathBuf,
     files: RwLock<HashMap<u32, SegmentFile>>,
     /// Decompressed blocks of sealed segments, by (ordinal, block).
-    blocks: quick_cache::sync::Cache<(u32, usize), Arc<Vec<u8>>, BlockBytes>,
+    blocks: quick_cache::sync::Cache<(u32, usize), Arc<CachedBlock>, BlockBytes>,
 }
 
 fn poisoned() -> StoreError {
@@ -113,10 +139,14 @@ impl Segments {
     }
 
     /// Block `k` of a sealed segment, decompressed (from the cache when it is there).
-    pub(crate) fn block(&self, seg: &SealedSegment, k: usize) -> Result<Arc<Vec<u8>>, StoreError> {
-        Ok(self
-            .blocks
-            .get_or_insert_with(&(seg.ordinal, k), || seg.read_block(k).map(Arc::new))?)
+    pub(crate) fn block(
+        &self,
+        seg: &SealedSegment,
+        k: usize,
+    ) -> Result<Arc<CachedBlock>, StoreError> {
+        Ok(self.blocks.get_or_insert_with(&(seg.ordinal, k), || {
+            seg.read_block(k).map(|b| Arc::new(CachedBlock::new(b)))
+        })?)
     }
 
     /// Reads the record of `seq` at `place`; damage is an error naming it.
@@ -131,35 +161,31 @@ impl Segments {
                 segment::file_name(ordinal)
             )));
         };
-        let k = Some(seg.blocks.partition_point(|b| b.seqs().end <= seq))
-            .filter(|k| seg.blocks.get(*k).is_some_and(|b| b.seqs().contains(&seq)))
-            .ok_or_else(|| {
-                StoreError::Damaged(format!(
-                    "seq {seq}: no block of {} holds it",
-                    sealed::file_name(ordinal)
-                ))
-            })?;
-        let bytes = self.block(&seg, k)?;
+        let k = seg.block_of(seq).ok_or_else(|| {
+            StoreError::Damaged(format!(
+                "seq {seq}: no block of {} holds it",
+                sealed::file_name(ordinal)
+            ))
+        })?;
+        let block = self.block(&seg, k)?;
         let place = || format!("{} seq {seq}", sealed::file_name(ordinal));
-        // Records of a block follow each other: walk their headers to the event wanted (the
-        // record then checks itself).
-        let mut at = 0usize;
-        loop {
-            let h = bytes
-                .get(at..at + segment::RECORD_HEADER_LEN)
-                .ok_or_else(|| StoreError::Damaged(format!("{}: not in its block", place())))?;
-            let mut s = [0u8; 8];
-            s.copy_from_slice(&h[9..17]);
-            if h[8] == segment::RecordKind::Event as u8 && u64::from_le_bytes(s) == seq {
-                break;
-            }
-            let len = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
-            at += segment::RECORD_HEADER_LEN + len as usize;
-        }
-        let at = at as u64;
-        let outcome = segment::read_record(bytes.as_slice(), at, bytes.len() as u64)
+        let at = usize::try_from(seq - seg.blocks[k].first_seq)
+            .ok()
+            .and_then(|i| block.events.get(i))
+            .ok_or_else(|| StoreError::Damaged(format!("{}: not in its block", place())))?;
+        let bytes = &block.bytes;
+        let outcome = segment::read_record(bytes.as_slice(), u64::from(*at), bytes.len() as u64)
             .map_err(StoreError::io(place()))?;
-        served(outcome, place)
+        let record = served(outcome, place)?;
+        // The record checked itself; it must also be the one wanted.
+        if record.seq != seq {
+            return Err(StoreError::Damaged(format!(
+                "{}: the block holds seq {} there",
+                place(),
+                record.seq
+            )));
+        }
+        Ok(record)
     }
 
     /// Reads the record at `pos`; damage is an error naming the place.
@@ -188,7 +214,7 @@ impl Segments {
                 let k = seg.block_at(pos.offset).ok_or_else(|| {
                     StoreError::Damaged(format!("{}: no block holds this offset", place()))
                 })?;
-                let bytes = self.block(&seg, k)?;
+                let bytes = &self.block(&seg, k)?.bytes;
                 let within = pos.offset - seg.blocks[k].raw_offset;
                 let outcome = segment::read_record(bytes.as_slice(), within, bytes.len() as u64)
                     .map_err(StoreError::io(place()))?;
