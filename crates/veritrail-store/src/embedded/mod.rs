@@ -40,7 +40,7 @@ pub mod formats {
     pub use super::checkpoints::Checkpoints;
     pub use super::index::{Selector, INDEXED_FIELDS};
     pub use super::sealed::{seal, SealedSegment};
-    pub use super::seg_index::SegmentIndex;
+    pub use super::seg_index::{RunBounds, SegmentIndex};
     pub use super::segment;
 }
 
