@@ -862,6 +862,9 @@ pub struct LeafSummary<'a> {
     tenant: Cow<'a, str>,
     #[serde(borrow)]
     ingested_at: Cow<'a, str>,
+    /// `ingested_at` in µs since the epoch, parsed once by [`LeafSummary::from_bytes`].
+    #[serde(skip)]
+    ingested_at_us: i64,
     #[serde(borrow)]
     pub event: EventSummary<'a>,
 }
@@ -893,7 +896,7 @@ pub struct EventSummary<'a> {
 impl<'a> LeafSummary<'a> {
     /// Reads the summary of a leaf document's bytes.
     pub fn from_bytes(bytes: &'a [u8]) -> Result<LeafSummary<'a>, RecordError> {
-        let summary: LeafSummary<'a> = serde_json::from_slice(bytes)?;
+        let mut summary: LeafSummary<'a> = serde_json::from_slice(bytes)?;
         if summary.v != LEAF_VERSION {
             return Err(RecordError::Layout("not a version-1 leaf document".into()));
         }
@@ -902,17 +905,15 @@ impl<'a> LeafSummary<'a> {
                 "event_timestamp is not an RFC 3339 timestamp".into(),
             ));
         }
-        if summary.ingested_at().is_none() {
-            return Err(RecordError::Layout(
-                "ingested_at is not an RFC 3339 timestamp".into(),
-            ));
-        }
+        summary.ingested_at_us = parse_time(&summary.ingested_at)
+            .ok_or_else(|| RecordError::Layout("ingested_at is not an RFC 3339 timestamp".into()))?
+            .timestamp_micros();
         Ok(summary)
     }
 
-    /// When the server stored the event.
-    pub fn ingested_at(&self) -> Option<DateTime<Utc>> {
-        parse_time(&self.ingested_at)
+    /// When the server stored the event, in µs since the epoch.
+    pub fn ingested_at_us(&self) -> i64 {
+        self.ingested_at_us
     }
 
     /// The tenant whose log holds the leaf.
@@ -929,6 +930,7 @@ impl<'a> LeafSummary<'a> {
             v: self.v,
             tenant: own(self.tenant),
             ingested_at: own(self.ingested_at),
+            ingested_at_us: self.ingested_at_us,
             event: EventSummary {
                 event_id: e.event_id,
                 event_timestamp: own(e.event_timestamp),
@@ -1110,7 +1112,7 @@ mod tests {
         let s = LeafSummary::from_bytes(&bytes).expect("summary");
         assert_eq!(s.event.event_id, e.event_id);
         assert_eq!(s.event.time(), Some(e.event_timestamp));
-        assert_eq!(s.ingested_at(), Some(at));
+        assert_eq!(s.ingested_at_us(), at.timestamp_micros());
         assert_eq!(s.tenant(), "t");
         assert_eq!(s.event.producer(), Some(("p-1", 7)));
         let owned = LeafSummary::from_bytes(&bytes)

@@ -115,46 +115,16 @@ pub fn check(
     // A sealed segment's index file is checked on a thread of its own while the next segment is
     // read and hashed; one such check at a time.
     std::thread::scope(|scope| -> Result<(), StoreError> {
-        let mut pending: Option<
-            std::thread::ScopedJoinHandle<'_, Result<Option<IndexFinding>, StoreError>>,
-        > = None;
+        let mut pending: Option<std::thread::ScopedJoinHandle<'_, IndexChecked>> = None;
         for (ordinal, stored) in listed {
-            let path = path_of((ordinal, stored));
-            let file =
-                File::open(&path).map_err(StoreError::io(format!("opening {}", path.display())))?;
-            let len = file
-                .metadata()
-                .map_err(StoreError::io("segment metadata"))?
-                .len();
-            run.report.segments += 1;
             let is_last = Some((ordinal, stored)) == last;
-            if stored == Stored::Appended && !is_last {
-                run.report.unsealed += 1;
-            }
-            let loaded = match stored {
-                Stored::Appended => run.appended(&file, &path, ordinal, len, is_last)?,
-                Stored::Sealed => run.sealed(&path, ordinal),
-            };
-            if let Some((records, damage)) = loaded {
-                let first = records.first().map_or(run.frontier.size(), |r| r.seq);
-                let mut records = records;
-                run.check_segment(&mut records, cp_size)?;
-                if stored == Stored::Sealed && damage.is_none() {
-                    let check = IndexCheck {
-                        path: index_dir.join(seg_index::file_name(ordinal)),
-                        ordinal,
-                        first_seq: first,
-                        marked: run.segment_marked,
-                        producers: run.producers.values().cloned().collect(),
-                    };
-                    if let Some(previous) = pending.take() {
-                        run.index_finding(previous.join())?;
-                    }
-                    pending = Some(scope.spawn(move || check.run(&records)));
+            let path = path_of((ordinal, stored));
+            let (len, index_check) = run.segment(&path, ordinal, stored, is_last, cp_size)?;
+            if let Some((check, records)) = index_check {
+                if let Some(previous) = pending.take() {
+                    run.index_finding(previous.join())?;
                 }
-                if let Some(d) = damage {
-                    run.problem(d);
-                }
+                pending = Some(scope.spawn(move || check.run(&records)));
             }
             done += len;
             progress(done, total);
@@ -225,6 +195,12 @@ struct IndexCheck {
     producers: Vec<crate::producers::ProducerStatus>,
 }
 
+/// An index check to run, with the records of its segment.
+type IndexJob = (IndexCheck, Vec<Scanned>);
+
+/// What an index check gives back.
+type IndexChecked = Result<Option<IndexFinding>, StoreError>;
+
 /// What an [`IndexCheck`] found: a problem, or work that starting the server does.
 enum IndexFinding {
     Problem(String),
@@ -284,10 +260,56 @@ impl Run<'_> {
         self.report.problems.push(p);
     }
 
+    /// Checks one segment file in log order: its length, and for a sealed segment read without
+    /// damage, the check of its index file still to run.
+    fn segment(
+        &mut self,
+        path: &Path,
+        ordinal: u32,
+        stored: Stored,
+        is_last: bool,
+        cp_size: Option<u64>,
+    ) -> Result<(u64, Option<IndexJob>), StoreError> {
+        let file =
+            File::open(path).map_err(StoreError::io(format!("opening {}", path.display())))?;
+        let len = file
+            .metadata()
+            .map_err(StoreError::io("segment metadata"))?
+            .len();
+        self.report.segments += 1;
+        if stored == Stored::Appended && !is_last {
+            self.report.unsealed += 1;
+        }
+        let loaded = match stored {
+            Stored::Appended => self.appended(&file, path, ordinal, len, is_last)?,
+            Stored::Sealed => self.sealed(path, ordinal),
+        };
+        let Some((mut records, damage)) = loaded else {
+            return Ok((len, None));
+        };
+        let first = records.first().map_or(self.frontier.size(), |r| r.seq);
+        self.check_segment(&mut records, cp_size)?;
+        if let Some(d) = damage {
+            self.problem(d);
+            return Ok((len, None));
+        }
+        let job = (stored == Stored::Sealed).then(|| {
+            let check = IndexCheck {
+                path: self.index_dir.join(seg_index::file_name(ordinal)),
+                ordinal,
+                first_seq: first,
+                marked: self.segment_marked,
+                producers: self.producers.values().cloned().collect(),
+            };
+            (check, records)
+        });
+        Ok((len, job))
+    }
+
     /// Takes in what an index check found (a check that panicked is a failure of fsck itself).
     fn index_finding(
         &mut self,
-        joined: std::thread::Result<Result<Option<IndexFinding>, StoreError>>,
+        joined: std::thread::Result<IndexChecked>,
     ) -> Result<(), StoreError> {
         let finding =
             joined.map_err(|_| StoreError::Failed("an index check panicked".into()))??;
@@ -508,10 +530,7 @@ impl Run<'_> {
             Some(Ok(rec)) => {
                 track_producers(
                     &mut self.producers,
-                    std::iter::once((
-                        &rec.event,
-                        rec.ingested_at().map_or(0, |t| t.timestamp_micros()),
-                    )),
+                    std::iter::once((&rec.event, rec.ingested_at_us())),
                 );
             }
             _ => {}

@@ -512,17 +512,12 @@ impl SegmentIndex {
             .filter(|n| *n <= t.len)
             .ok_or_else(damaged)?;
         // A small posting is read whole, a long one its directory first.
-        let (dir, whole) = if t.len <= WHOLE_POSTING_BYTES {
-            let mut bytes = self.read_at(t.offset, t.len)?;
-            let dir = bytes[..dir_end].to_vec();
-            bytes.drain(..dir_end);
-            (dir, Some(bytes))
-        } else {
-            (self.read_at(t.offset, dir_end)?, None)
-        };
-        self.check(&dir, t.crc, "a posting's chunk directory")?;
+        let whole = t.len <= WHOLE_POSTING_BYTES;
+        let bytes = self.read_at(t.offset, if whole { t.len } else { dir_end })?;
+        let dir = &bytes[..dir_end];
+        self.check(dir, t.crc, "a posting's chunk directory")?;
         let body = t.offset + dir_end as u64;
-        let chunks = decode_posting_dir(&dir, t.events, body).ok_or_else(damaged)?;
+        let chunks = decode_posting_dir(dir, t.events, body).ok_or_else(damaged)?;
         if chunks
             .last()
             .is_some_and(|c| c.offset + c.len as u64 > t.offset + t.len as u64)
@@ -545,7 +540,7 @@ impl SegmentIndex {
         Ok(PostingRun {
             index: Arc::clone(self),
             chunks: wanted,
-            whole: whole.map(|b| (body, b)),
+            whole: whole.then_some((t.offset, bytes)),
             keys: Vec::new(),
             bounds,
         })
@@ -618,7 +613,7 @@ pub struct PostingRun {
     index: Arc<SegmentIndex>,
     /// Chunks still to read; the next one last.
     chunks: Vec<PostingChunk>,
-    /// The whole posting after its directory, with its file offset, when it was read in one go.
+    /// The whole posting, with its file offset, when it was read in one go.
     whole: Option<(u64, Vec<u8>)>,
     /// The current chunk's keys still to hand out; the next one last.
     keys: Vec<SortKey>,
