@@ -270,6 +270,47 @@ fn a_forged_sealed_record_and_leaf_are_refused_at_read_time() {
     assert_eq!(next.leaf_hash, expected[victim as usize + 1].1);
 }
 
+/// A segment whose records are gone (its file holds only its header, as after a medium that
+/// lied about fsync) leaves a gap before the next one: startup refuses, and `fsck` names the gap
+/// as acknowledged events missing, with the seqs, not as a puzzle about segment starts.
+#[test]
+fn a_segment_emptied_of_its_events_is_named_as_missing_events() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = open(dir.path(), config()).expect("open");
+        append_all(&store, 2000);
+        wait_sealed(dir.path());
+    }
+    let log_dir = tenant_dir(dir.path()).join("log");
+    let sealed_path = files(dir.path(), ".zseg")[0].clone();
+    let first_of_second = SealedSegment::open(&files(dir.path(), ".zseg")[1], 2)
+        .expect("segment 2 is sealed")
+        .first_seq;
+    std::fs::remove_file(&sealed_path).expect("rm sealed");
+    drop(segment::create(&log_dir, 1, 0).expect("an empty segment 1"));
+
+    let gap = format!("events 0..{first_of_second} are gone");
+    let err = match open(dir.path(), config()) {
+        Ok(_) => panic!("a store missing events opened"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("acknowledged events are missing"),
+        "startup does not say events are missing: {err}"
+    );
+    let report = veritrail_store::embedded::fsck::check(
+        &tenant_dir(dir.path()),
+        &support::log_vkey(),
+        |_, _| {},
+    )
+    .expect("fsck runs");
+    assert!(
+        report.problems.iter().any(|p| p.contains(&gap)),
+        "fsck does not name the gap: {:?}",
+        report.problems
+    );
+}
+
 /// An index file of an earlier format version is rebuilt at startup like a lost one; before that,
 /// `fsck` reports it as waiting for a start, not as damage.
 #[test]

@@ -331,11 +331,9 @@ impl Run<'_> {
         is_last: bool,
     ) -> Result<Option<Loaded>, StoreError> {
         match segment::read_header(file, path, ordinal) {
-            Ok(first) if first != self.frontier.size() => self.problem(format!(
-                "{}: starts at seq {first}, expected {}",
-                path.display(),
-                self.frontier.size()
-            )),
+            Ok(first) if first != self.frontier.size() => {
+                self.problem(segment::misplaced_start(path, first, self.frontier.size()))
+            }
             Ok(_) => {}
             Err(e) => {
                 self.problem(e.to_string());
@@ -410,11 +408,10 @@ impl Run<'_> {
             }
         };
         if seg.first_seq != self.frontier.size() {
-            self.problem(format!(
-                "{}: starts at seq {}, expected {}",
-                path.display(),
+            self.problem(segment::misplaced_start(
+                path,
                 seg.first_seq,
-                self.frontier.size()
+                self.frontier.size(),
             ));
         }
         let first = self.frontier.size();

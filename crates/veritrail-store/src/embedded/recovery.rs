@@ -78,7 +78,8 @@ pub(crate) fn list_segments(dir: &Path) -> Result<Vec<(u32, Stored)>, StoreError
     for (i, o) in found.keys().enumerate() {
         if *o != i as u32 + 1 {
             return Err(StoreError::Damaged(format!(
-                "segment {} is missing from {} (found {})",
+                "segment {} is missing from {} (found {}): the events it held are gone, \
+                 acknowledged events are missing from the log",
                 segment::file_name(i as u32 + 1),
                 dir.display(),
                 segment::file_name(*o)
@@ -260,10 +261,10 @@ struct Scan<'a> {
 impl Scan<'_> {
     fn expect_start(&self, path: &Path, first_seq: u64) -> Result<(), StoreError> {
         if first_seq != self.next_seq {
-            return Err(StoreError::Damaged(format!(
-                "{} starts at seq {first_seq}, expected {}",
-                path.display(),
-                self.next_seq
+            return Err(StoreError::Damaged(segment::misplaced_start(
+                path,
+                first_seq,
+                self.next_seq,
             )));
         }
         Ok(())

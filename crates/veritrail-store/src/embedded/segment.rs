@@ -152,6 +152,25 @@ pub fn read_header<R: ReadAt + ?Sized>(
     Ok(u64::from_le_bytes(first))
 }
 
+/// Says what it means that the segment at `path` starts at `first` where the log so far ends at
+/// `expected`. A later start is a gap: the events between were acknowledged once (a segment is
+/// only created after its predecessor's last event) and are missing now.
+pub fn misplaced_start(path: &Path, first: u64, expected: u64) -> String {
+    if first > expected {
+        format!(
+            "{} starts at seq {first}, but the segments before it end at seq {expected}: \
+             events {expected}..{first} are gone, acknowledged events are missing from the log",
+            path.display()
+        )
+    } else {
+        format!(
+            "{} starts at seq {first}, but the segments before it already hold seq {expected}: \
+             two segments overlap",
+            path.display()
+        )
+    }
+}
+
 /// Makes the creation of `path` durable by syncing the directory that holds it.
 pub fn sync_parent(path: &Path) -> Result<(), SegmentError> {
     let dir = path.parent().unwrap_or(Path::new("."));
