@@ -153,8 +153,8 @@ pub fn read_header<R: ReadAt + ?Sized>(
 }
 
 /// Says what it means that the segment at `path` starts at `first` where the log so far ends at
-/// `expected`. A later start is a gap: the events between were acknowledged once (a segment is
-/// only created after its predecessor's last event) and are missing now.
+/// `expected`. A later start is a gap: the events between were acknowledged once (the writer
+/// creates a segment only after its predecessor's last group was synced) and are missing now.
 pub fn misplaced_start(path: &Path, first: u64, expected: u64) -> String {
     if first > expected {
         format!(
