@@ -100,9 +100,11 @@ pub fn check(
         flat: &flat,
         stored_leaves,
         index_dir: &index_dir,
+        durable: crate::embedded::index::read_tree_meta(&index_dir),
         report: FsckReport::default(),
         frontier: Frontier::new(),
         cp_root: None,
+        durable_root: None,
         producers: Default::default(),
         marked: 0,
         segment_marked: 0,
@@ -244,9 +246,14 @@ struct Run<'a> {
     /// Leaf hashes the tree's node files hold.
     stored_leaves: u64,
     index_dir: &'a Path,
+    /// Leaves whose nodes `index/tree.meta` records as durable: beyond them, after a crash, a
+    /// node may not be written yet (startup computes it), so the node files are judged up to it.
+    durable: u64,
     report: FsckReport,
     frontier: Frontier,
+    /// The log's root at the latest checkpoint's size, and at `durable`.
     cp_root: Option<Hash>,
+    durable_root: Option<Hash>,
     /// Producers' sequence state, replayed in log order (sealed indexes record it).
     producers: std::collections::BTreeMap<String, crate::producers::ProducerStatus>,
     /// The largest tree size a checkpoint recorded in the log commits to.
@@ -472,15 +479,22 @@ impl Run<'_> {
             .leaf_range(first.min(self.stored_leaves), end.min(self.stored_leaves))
             .map_err(StoreError::io("reading leaf hashes"))?;
         for (i, r) in records.iter().enumerate() {
-            if cp_size == Some(self.frontier.size()) && self.cp_root.is_none() {
-                self.cp_root = Some(self.frontier.root());
-            }
+            self.note_roots(cp_size);
             self.record(r, stored.get(i).copied());
         }
-        if cp_size == Some(self.frontier.size()) && self.cp_root.is_none() {
+        self.note_roots(cp_size);
+        Ok(())
+    }
+
+    /// Keeps the log's root when the tree has reached a size judged at the end.
+    fn note_roots(&mut self, cp_size: Option<u64>) {
+        let size = self.frontier.size();
+        if cp_size == Some(size) && self.cp_root.is_none() {
             self.cp_root = Some(self.frontier.root());
         }
-        Ok(())
+        if size == self.durable && self.durable_root.is_none() {
+            self.durable_root = Some(self.frontier.root());
+        }
     }
 
     /// Checks one record against the tree's stored leaf hash `tree_leaf`.
@@ -537,9 +551,7 @@ impl Run<'_> {
     /// The checks of the whole: the tree's node files and the signed checkpoint.
     fn finish(&mut self, note: Option<String>, vkey: &NoteVerifier) -> Result<(), StoreError> {
         let size = self.frontier.size();
-        if self.report.checkpoint_size == Some(size) && self.cp_root.is_none() {
-            self.cp_root = Some(self.frontier.root());
-        }
+        self.note_roots(self.report.checkpoint_size);
         // Leaf hashes are written only once their event is durable: one past the log's end is an
         // acknowledged event the log lost (startup refuses such a store).
         if self.stored_leaves > size {
@@ -554,7 +566,7 @@ impl Run<'_> {
                 ));
             }
         }
-        let durable = crate::embedded::index::read_tree_meta(self.index_dir);
+        let durable = self.durable;
         if durable < size && self.stored_leaves >= size {
             self.report.needs_recovery.push(format!(
                 "index/tree.meta records {durable} of the {size} leaves as durable (the server stopped without a clean shutdown): starting the server recomputes the nodes of the rest from the log"
@@ -565,10 +577,16 @@ impl Run<'_> {
                 "the tree's node files hold {} of the {size} leaves (the server stopped without a clean shutdown): starting the server computes the rest",
                 self.stored_leaves
             ));
-        } else if size > 0 {
+        } else {
+            // Judged as far as they are recorded durable (all of them after a clean stop).
+            let (judged, root) = if durable < size {
+                (durable, self.durable_root)
+            } else {
+                (size, Some(self.frontier.root()))
+            };
             let flat = self.flat;
             let mut nodes = |level, index| flat.stored_node(level, index);
-            if merkle::root(size, &mut nodes).ok() != Some(self.frontier.root()) {
+            if judged > 0 && merkle::root(judged, &mut nodes).ok() != root {
                 self.problem(
                     "the tree's node files do not match the log; run `veritrail reindex`".into(),
                 );
