@@ -53,6 +53,16 @@ fn main() {
     let owned = t.elapsed().as_nanos() as f64 / (rounds * n) as f64;
     println!("parse + validate, taking the value: {owned:.0} ns");
     let t = Instant::now();
+    for _ in 0..rounds {
+        evs = veritrail_core::event::events_from_slice(&body)
+            .unwrap()
+            .into_iter()
+            .map(|i| Event::from_input(i, Uuid::now_v7).unwrap())
+            .collect::<Vec<_>>();
+    }
+    let slots = t.elapsed().as_nanos() as f64 / (rounds * n) as f64;
+    println!("parse into slots + validate (ingest's path): {slots:.0} ns");
+    let t = Instant::now();
     for _ in 0..rounds * n {
         std::hint::black_box(Uuid::now_v7());
     }

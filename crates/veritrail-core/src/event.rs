@@ -12,6 +12,10 @@ use uuid::Uuid;
 
 use crate::canonical::{self, CanonicalError};
 
+mod input;
+use input::Slots;
+pub use input::{events_from_slice, EventInput};
+
 /// Version of the leaf record layout; part of the hashed bytes (`"v"`).
 pub const LEAF_VERSION: u64 = 1;
 /// Default retention: seven years.
@@ -220,12 +224,56 @@ pub fn max_chars(field: &str) -> Option<usize> {
         .map(|&(_, max)| max)
 }
 
+/// [`FIELD_LIMITS`] by the place of each field in [`KNOWN_FIELDS`] (0: not a string field).
+const LIMITS: [usize; KNOWN_FIELDS.len()] = {
+    let mut limits = [0; KNOWN_FIELDS.len()];
+    let mut i = 0;
+    while i < FIELD_LIMITS.len() {
+        limits[field_index(FIELD_LIMITS[i].0)] = FIELD_LIMITS[i].1;
+        i += 1;
+    }
+    limits
+};
+
+/// The place of `name` in [`KNOWN_FIELDS`], for constants: an unknown name fails the build.
+const fn field_index(name: &str) -> usize {
+    let mut i = 0;
+    while i < KNOWN_FIELDS.len() {
+        if same(KNOWN_FIELDS[i].as_bytes(), name.as_bytes()) {
+            return i;
+        }
+        i += 1;
+    }
+    panic!("not a field of an audit event")
+}
+
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// The slot of field `$name`, resolved at compile time.
+macro_rules! at {
+    ($name:literal) => {
+        const { field_index($name) }
+    };
+}
+
 /// Collects field errors while an event is read.
 ///
-/// Each field is taken out of the map as it is read, so strings and `event_data` move into the
+/// Each field is taken out of its slot as it is read, so strings and `event_data` move into the
 /// event instead of being copied.
 struct Reader {
-    map: Map<String, Value>,
+    slots: Box<Slots>,
     errors: Vec<FieldError>,
     /// Whether to check `event_data`'s limits (depth, exact numbers, size): input from producers
     /// is checked; a stored leaf was checked when it was ingested and is covered by its hash.
@@ -240,78 +288,86 @@ impl Reader {
         });
     }
 
-    /// An optional string of at most [`max_chars`] characters; `null` counts as absent.
-    fn string(&mut self, field: &str) -> Option<String> {
-        let max = max_chars(field).unwrap_or(0);
-        match self.map.remove(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) if s.is_empty() => {
+    /// Takes the value of field `i` out of its slot; `null` counts as absent.
+    fn take(&mut self, i: usize) -> Option<Value> {
+        self.slots[i].take().filter(|v| !v.is_null())
+    }
+
+    fn present(&self, i: usize) -> bool {
+        self.slots[i].as_ref().is_some_and(|v| !v.is_null())
+    }
+
+    /// An optional string of at most [`max_chars`] characters.
+    fn string(&mut self, i: usize) -> Option<String> {
+        let (field, max) = (KNOWN_FIELDS[i], LIMITS[i]);
+        match self.take(i)? {
+            Value::String(s) if s.is_empty() => {
                 self.error(field, "must not be empty (omit the field instead)");
                 None
             }
-            Some(Value::String(s)) if s.chars().count() > max => {
+            // A string of at most `max` bytes has at most `max` characters: counted only if not.
+            Value::String(s) if s.len() > max && s.chars().count() > max => {
                 self.error(field, format!("is longer than {max} characters"));
                 None
             }
-            Some(Value::String(s)) => Some(s),
-            Some(other) => {
+            Value::String(s) => Some(s),
+            other => {
                 self.error(field, format!("must be a string, not {}", kind(&other)));
                 None
             }
         }
     }
 
-    fn required_string(&mut self, field: &str) -> String {
-        if matches!(self.map.get(field), None | Some(Value::Null)) {
-            self.error(field, "is required");
+    fn required_string(&mut self, i: usize) -> String {
+        if !self.present(i) {
+            self.error(KNOWN_FIELDS[i], "is required");
         }
-        self.string(field).unwrap_or_default()
+        self.string(i).unwrap_or_default()
     }
 
-    fn time(&mut self, field: &str) -> Option<DateTime<Utc>> {
-        let s = self.string(field)?;
+    fn time(&mut self, i: usize) -> Option<DateTime<Utc>> {
+        let s = self.string(i)?;
         match check_time(&s) {
             Ok(t) => Some(t),
             Err(e) => {
-                self.error(field, format!("`{s}` {e}"));
+                self.error(KNOWN_FIELDS[i], format!("`{s}` {e}"));
                 None
             }
         }
     }
 
-    fn uuid(&mut self, field: &str) -> Option<Uuid> {
-        let s = self.string(field)?;
+    fn uuid(&mut self, i: usize) -> Option<Uuid> {
+        let s = self.string(i)?;
         let id = Uuid::try_parse(&s).ok();
         if id.is_none() {
-            self.error(field, format!("`{s}` is not a UUID"));
+            self.error(KNOWN_FIELDS[i], format!("`{s}` is not a UUID"));
         }
         id
     }
 
-    fn integer(&mut self, field: &str, min: i64, max: i64) -> Option<i64> {
-        match self.map.remove(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => match n.as_i64() {
+    fn integer(&mut self, i: usize, min: i64, max: i64) -> Option<i64> {
+        let field = KNOWN_FIELDS[i];
+        match self.take(i)? {
+            Value::Number(n) => match n.as_i64() {
                 Some(i) if (min..=max).contains(&i) => Some(i),
                 _ => {
                     self.error(field, format!("must be an integer from {min} to {max}"));
                     None
                 }
             },
-            Some(other) => {
+            other => {
                 self.error(field, format!("must be an integer, not {}", kind(&other)));
                 None
             }
         }
     }
 
-    fn boolean(&mut self, field: &str) -> Option<bool> {
-        match self.map.remove(field) {
-            None | Some(Value::Null) => None,
-            Some(Value::Bool(b)) => Some(b),
-            Some(other) => {
+    fn boolean(&mut self, i: usize) -> Option<bool> {
+        match self.take(i)? {
+            Value::Bool(b) => Some(b),
+            other => {
                 self.error(
-                    field,
+                    KNOWN_FIELDS[i],
                     format!("must be true or false, not {}", kind(&other)),
                 );
                 None
@@ -320,8 +376,8 @@ impl Reader {
     }
 
     fn event_data(&mut self) -> Map<String, Value> {
-        match self.map.remove("event_data") {
-            None | Some(Value::Null) => Map::new(),
+        match self.take(at!("event_data")) {
+            None => Map::new(),
             Some(Value::Object(m)) => {
                 let checked = if self.check_payload {
                     check_payload(&m)
@@ -371,6 +427,18 @@ fn check_payload(m: &Map<String, Value>) -> Result<(), String> {
             "nests {d} levels deep; at most {MAX_EVENT_DATA_DEPTH} are allowed"
         ));
     }
+    // Encoding the payload only to measure it would double its cost on every event: a bound
+    // that formats only the numbers (checking each has a canonical form) settles nearly all.
+    let mut scratch = Vec::new();
+    let mut bound = 2 + m.len();
+    for (k, v) in m {
+        bound += 3
+            + 6 * k.len()
+            + canonical_bound(v, &mut scratch).map_err(|e| format!("key `{k}`: {e}"))?;
+    }
+    if bound <= MAX_EVENT_DATA_BYTES {
+        return Ok(());
+    }
     let size = canonical_size(m)?;
     if size > MAX_EVENT_DATA_BYTES {
         return Err(format!(
@@ -378,6 +446,35 @@ fn check_payload(m: &Map<String, Value>) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// At least the length of `v`'s canonical bytes: a canonical string takes at most six bytes per
+/// byte (`\u00XX`) and its quotes; numbers are formatted, which fails as encoding would.
+fn canonical_bound(v: &Value, scratch: &mut Vec<u8>) -> Result<usize, CanonicalError> {
+    Ok(match v {
+        Value::Null => 4,
+        Value::Bool(_) => 5,
+        Value::Number(n) => {
+            scratch.clear();
+            canonical::write_number(n, scratch)?;
+            scratch.len()
+        }
+        Value::String(s) => 2 + 6 * s.len(),
+        Value::Array(items) => {
+            let mut size = 2 + items.len();
+            for x in items {
+                size += canonical_bound(x, scratch)?;
+            }
+            size
+        }
+        Value::Object(m) => {
+            let mut size = 2 + m.len();
+            for (k, x) in m {
+                size += 3 + 6 * k.len() + canonical_bound(x, scratch)?;
+            }
+            size
+        }
+    })
 }
 
 /// The length of `m`'s canonical bytes, member by member (each value is encoded once, and a value
@@ -446,36 +543,45 @@ impl Event {
     /// A missing `event_id` is filled in with `new_id()` (the server passes a UUIDv7 source);
     /// missing actor and resource fields get Kubernaut's defaults.
     pub fn from_json(value: &Value, new_id: impl FnOnce() -> Uuid) -> Result<Event, EventError> {
-        Event::read(value.clone(), new_id, true)
+        Event::from_json_owned(value.clone(), new_id)
     }
 
     /// Like [`Event::from_json`], taking the value: its strings and `event_data` move into the
-    /// event (ingest's path, which has no other use for the parsed request).
+    /// event.
     pub fn from_json_owned(
         value: Value,
         new_id: impl FnOnce() -> Uuid,
     ) -> Result<Event, EventError> {
-        Event::read(value, new_id, true)
+        Event::read(EventInput::from_value(value), new_id, true)
+    }
+
+    /// Validates an event parsed by [`EventInput`]'s deserializer (ingest's path: no JSON tree
+    /// is built for the event's own members). The same checks as [`Event::from_json`].
+    pub fn from_input(
+        input: EventInput,
+        new_id: impl FnOnce() -> Uuid,
+    ) -> Result<Event, EventError> {
+        Event::read(input, new_id, true)
     }
 
     fn read(
-        value: Value,
+        input: EventInput,
         new_id: impl FnOnce() -> Uuid,
         check_payload: bool,
     ) -> Result<Event, EventError> {
-        let Value::Object(map) = value else {
-            return Err(EventError(vec![FieldError {
-                field: "(event)".into(),
-                message: format!("must be a JSON object, not {}", kind(&value)),
-            }]));
+        let (slots, mut unknown) = match input {
+            EventInput::Object { slots, unknown } => (slots, unknown),
+            EventInput::Other(kind) => {
+                return Err(EventError(vec![FieldError {
+                    field: "(event)".into(),
+                    message: format!("must be a JSON object, not {kind}"),
+                }]))
+            }
         };
-        let unknown: Vec<String> = map
-            .keys()
-            .filter(|k| !KNOWN_FIELDS.contains(&k.as_str()))
-            .cloned()
-            .collect();
+        // Named in key order, as a parsed map would list them.
+        unknown.sort_unstable();
         let mut r = Reader {
-            map,
+            slots,
             errors: Vec::new(),
             check_payload,
         };
@@ -485,42 +591,45 @@ impl Event {
                 "is not a field of an audit event (put custom data in `event_data`)",
             );
         }
-        let event_type = r.required_string("event_type");
+        let event_type = r.required_string(at!("event_type"));
         if !event_type.is_empty() {
             if let Err(m) = check_event_type(&event_type) {
                 r.error("event_type", m);
             }
         }
-        let event_timestamp = match r.map.get("event_timestamp") {
-            None | Some(Value::Null) => {
-                r.error("event_timestamp", "is required");
-                None
-            }
-            Some(_) => r.time("event_timestamp"),
+        let event_timestamp = if r.present(at!("event_timestamp")) {
+            r.time(at!("event_timestamp"))
+        } else {
+            r.error("event_timestamp", "is required");
+            None
         };
-        let event_category = r.required_string("event_category");
-        let event_action = r.required_string("event_action");
-        let event_outcome = r.required_string("event_outcome");
+        let event_category = r.required_string(at!("event_category"));
+        let event_action = r.required_string(at!("event_action"));
+        let event_outcome = r.required_string(at!("event_outcome"));
         if !event_outcome.is_empty() && !OUTCOMES.contains(&event_outcome.as_str()) {
             r.error(
                 "event_outcome",
                 format!("`{event_outcome}` must be one of success, failure, pending"),
             );
         }
-        let correlation_id = r.string("correlation_id");
-        let actor_type = r.string("actor_type").unwrap_or_else(|| "service".into());
+        let correlation_id = r.string(at!("correlation_id"));
+        let actor_type = r
+            .string(at!("actor_type"))
+            .unwrap_or_else(|| "service".into());
         let actor_id = r
-            .string("actor_id")
+            .string(at!("actor_id"))
             .unwrap_or_else(|| format!("{event_category}-service"));
         let resource_type = r
-            .string("resource_type")
+            .string(at!("resource_type"))
             .unwrap_or_else(|| event_category.clone());
-        let resource_id = r.string("resource_id").or_else(|| correlation_id.clone());
-        let retention_days = r.integer("retention_days", 1, 36_500);
-        let producer_seq = r.integer("producer_seq", 0, MAX_SAFE);
+        let resource_id = r
+            .string(at!("resource_id"))
+            .or_else(|| correlation_id.clone());
+        let retention_days = r.integer(at!("retention_days"), 1, 36_500);
+        let producer_seq = r.integer(at!("producer_seq"), 0, MAX_SAFE);
         let event = Event {
-            event_id: r.uuid("event_id").unwrap_or_else(new_id),
-            version: r.string("version").unwrap_or_else(|| "1.0".into()),
+            event_id: r.uuid(at!("event_id")).unwrap_or_else(new_id),
+            version: r.string(at!("version")).unwrap_or_else(|| "1.0".into()),
             event_timestamp: event_timestamp.unwrap_or_default(),
             event_type,
             event_category,
@@ -528,27 +637,27 @@ impl Event {
             event_outcome,
             actor_type,
             actor_id,
-            actor_ip: r.string("actor_ip"),
+            actor_ip: r.string(at!("actor_ip")),
             resource_type,
             resource_id,
-            resource_name: r.string("resource_name"),
+            resource_name: r.string(at!("resource_name")),
             correlation_id,
-            parent_event_id: r.uuid("parent_event_id"),
-            parent_event_date: r.time("parent_event_date"),
-            trace_id: r.string("trace_id"),
-            span_id: r.string("span_id"),
-            namespace: r.string("namespace"),
-            cluster_id: r.string("cluster_id"),
-            severity: r.string("severity"),
-            duration_ms: r.integer("duration_ms", 0, MAX_SAFE),
-            error_code: r.string("error_code"),
-            error_message: r.string("error_message"),
+            parent_event_id: r.uuid(at!("parent_event_id")),
+            parent_event_date: r.time(at!("parent_event_date")),
+            trace_id: r.string(at!("trace_id")),
+            span_id: r.string(at!("span_id")),
+            namespace: r.string(at!("namespace")),
+            cluster_id: r.string(at!("cluster_id")),
+            severity: r.string(at!("severity")),
+            duration_ms: r.integer(at!("duration_ms"), 0, MAX_SAFE),
+            error_code: r.string(at!("error_code")),
+            error_message: r.string(at!("error_message")),
             event_data: r.event_data(),
-            is_sensitive: r.boolean("is_sensitive").unwrap_or(false),
+            is_sensitive: r.boolean(at!("is_sensitive")).unwrap_or(false),
             // The ranges checked above make these conversions lossless.
             retention_days: retention_days.map_or(DEFAULT_RETENTION_DAYS, |d| d as u32),
             producer_seq: producer_seq.map(|s| s as u64),
-            producer_id: r.string("producer_id"),
+            producer_id: r.string(at!("producer_id")),
             fresh_id: false,
         };
         if r.errors.is_empty() {
@@ -790,7 +899,7 @@ impl Record {
             .ok_or_else(|| layout("ingested_at"))?;
         let event_value = obj.remove("event").ok_or_else(|| layout("event"))?;
         let has_id = event_value.get("event_id").is_some();
-        let event = Event::read(event_value, Uuid::nil, false)?;
+        let event = Event::read(EventInput::from_value(event_value), Uuid::nil, false)?;
         if !has_id {
             return Err(layout("event.event_id missing"));
         }
@@ -1155,6 +1264,75 @@ mod tests {
     }
 
     #[test]
+    fn events_parsed_into_slots_are_read_as_parsed_maps_are() {
+        let id = Uuid::now_v7();
+        let by_value = |text: &str| {
+            crate::json::from_str(text)
+                .map_err(|e| e.to_string())
+                .map(|v| Event::from_json(&v, || id))
+        };
+        let by_slots = |text: &str| {
+            EventInput::from_slice(text.as_bytes())
+                .map_err(|e| e.to_string())
+                .map(|i| Event::from_input(i, || id))
+        };
+        let mut full = minimal();
+        full["event_data"] = json!({"n": 12345678901234567890123u128, "x": [1, {"y": null}]});
+        full["colour"] = json!({"deep": [1]});
+        full["$serde_json::private::Number"] = json!(1);
+        full["duration_ms"] = json!(null);
+        full["retention_days"] = json!(30);
+        for text in [
+            minimal().to_string(),
+            full.to_string(),
+            r#"{"event_type":"a.b","event_type":"a.c"}"#.into(),
+            r#"{"colour":1,"colour":2}"#.into(),
+            r#"{"event_data":{"a":1,"a":2}}"#.into(),
+            r#"{"colour":{"a":1,"a":2}}"#.into(),
+            r#"{"event_id":null}"#.into(),
+            "12345678901234567890123".into(),
+            "-1.5".into(),
+            "[1,2]".into(),
+            r#"[{"a":1,"a":1}]"#.into(),
+            r#""text""#.into(),
+            "true".into(),
+            "null".into(),
+            "{}".into(),
+            "{".into(),
+            r#"{"event_type":"a.b"} x"#.into(),
+        ] {
+            assert_eq!(by_slots(&text), by_value(&text), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_body_is_an_array_of_events_or_one_event() {
+        let one = minimal().to_string();
+        let parsed = events_from_slice(format!("[{one},7,[],{one}]").as_bytes()).expect("array");
+        let kinds: Vec<Option<&str>> = parsed
+            .iter()
+            .map(|e| match e {
+                EventInput::Other(k) => Some(*k),
+                EventInput::Object { .. } => None,
+            })
+            .collect();
+        assert_eq!(kinds, [None, Some("a number"), Some("an array"), None]);
+        assert_eq!(events_from_slice(one.as_bytes()).expect("one").len(), 1);
+        assert!(events_from_slice(b"[]").expect("empty").is_empty());
+        let dup = events_from_slice(br#"[{"actor_id":"a","actor_id":"b"}]"#).expect_err("dup");
+        assert!(
+            dup.to_string().contains("duplicate key `actor_id`"),
+            "{dup}"
+        );
+        assert!(EventInput::from_slice(br#"{"event_id":"x"}"#)
+            .expect("one")
+            .has_event_id());
+        assert!(!EventInput::from_slice(br#"{"event_id":null}"#)
+            .expect("one")
+            .has_event_id());
+    }
+
+    #[test]
     fn payload_size_is_the_length_of_the_canonical_bytes() {
         for v in [
             json!({}),
@@ -1180,6 +1358,29 @@ mod tests {
         assert!(Event::from_json(&v, Uuid::now_v7).is_err());
         v["event_data"] = json!({"n": 18014398509481985u64});
         assert!(Event::from_json(&v, Uuid::now_v7).is_err());
+    }
+
+    #[test]
+    fn the_size_limit_is_exact_where_the_bound_cannot_settle_it() {
+        // `{"s":"…"}` is 8 bytes around the string's canonical form.
+        let at_limit = |text: String| {
+            let mut v = minimal();
+            v["event_data"] = json!({ "s": text });
+            Event::from_json(&v, Uuid::now_v7).is_ok()
+        };
+        assert!(at_limit("x".repeat(MAX_EVENT_DATA_BYTES - 8)));
+        assert!(!at_limit("x".repeat(MAX_EVENT_DATA_BYTES - 7)));
+        // Six canonical bytes per character: refused though the text is a sixth of the limit.
+        assert!(!at_limit("\u{1}".repeat(MAX_EVENT_DATA_BYTES / 6)));
+        assert!(at_limit("\u{1}".repeat((MAX_EVENT_DATA_BYTES - 8) / 6)));
+        for v in [
+            json!("\u{1}\u{1f}\"\\\n é€"),
+            json!([1e300, -0.0, 9007199254740991u64, 1e21, null, true, {"k\u{0}": []}]),
+        ] {
+            let exact = canonical::to_vec(&v).expect("canonical").len();
+            let bound = canonical_bound(&v, &mut Vec::new()).expect("canonical");
+            assert!(bound >= exact, "{v}: bound {bound} < {exact}");
+        }
     }
 
     #[test]

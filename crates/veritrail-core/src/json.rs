@@ -18,9 +18,10 @@ pub fn from_str(text: &str) -> Result<Value, serde_json::Error> {
 
 /// How serde_json hands an arbitrary-precision number to a visitor: a one-entry map with this
 /// key and the number's text (the workspace enables `arbitrary_precision`).
-const NUMBER_TOKEN: &str = "$serde_json::private::Number";
+pub(crate) const NUMBER_TOKEN: &str = "$serde_json::private::Number";
 
-struct Strict(Value);
+/// A value read strictly (see the module).
+pub(crate) struct Strict(pub(crate) Value);
 
 impl<'de> Deserialize<'de> for Strict {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Strict, D::Error> {

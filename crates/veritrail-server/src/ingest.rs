@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 use uuid::Uuid;
-use veritrail_core::event::Event;
+use veritrail_core::event::{Event, EventInput};
 use veritrail_core::hash::to_b64;
 
 use crate::access::Caller;
@@ -151,8 +151,8 @@ const EVENT_MEDIA: &[&str] = &[
     "application/jsonl",
 ];
 
-/// Splits the body into event values according to its media type.
-fn split_body(media: &str, bytes: &[u8]) -> Result<Vec<Value>, Problem> {
+/// Splits the body into events according to its media type.
+fn split_body(media: &str, bytes: &[u8]) -> Result<Vec<EventInput>, Problem> {
     match media {
         "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
             let text = std::str::from_utf8(bytes)
@@ -161,17 +161,14 @@ fn split_body(media: &str, bytes: &[u8]) -> Result<Vec<Value>, Problem> {
                 .enumerate()
                 .filter(|(_, l)| !l.trim().is_empty())
                 .map(|(i, l)| {
-                    veritrail_core::json::from_str(l).map_err(|e| {
+                    EventInput::from_slice(l.as_bytes()).map_err(|e| {
                         Problem::bad_request(format!("line {}: malformed JSON: {e}", i + 1))
                     })
                 })
                 .collect()
         }
-        "application/json" => match veritrail_core::json::from_slice(bytes) {
-            Ok(Value::Array(items)) => Ok(items),
-            Ok(v) => Ok(vec![v]),
-            Err(e) => Err(Problem::bad_request(format!("malformed JSON: {e}"))),
-        },
+        "application/json" => veritrail_core::event::events_from_slice(bytes)
+            .map_err(|e| Problem::bad_request(format!("malformed JSON: {e}"))),
         other => Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "Unsupported media type",
@@ -181,12 +178,12 @@ fn split_body(media: &str, bytes: &[u8]) -> Result<Vec<Value>, Problem> {
 }
 
 /// Validates every event; on failure names every bad field of every bad event.
-fn validate(values: Vec<Value>) -> Result<Vec<Event>, Problem> {
-    let mut events = Vec::with_capacity(values.len());
+fn validate(inputs: Vec<EventInput>) -> Result<Vec<Event>, Problem> {
+    let mut events = Vec::with_capacity(inputs.len());
     let mut errors = Vec::new();
-    for (i, v) in values.into_iter().enumerate() {
-        let fresh_id = v.get("event_id").is_none_or(Value::is_null);
-        match Event::from_json_owned(v, Uuid::now_v7).map(|e| Event { fresh_id, ..e }) {
+    for (i, input) in inputs.into_iter().enumerate() {
+        let fresh_id = !input.has_event_id();
+        match Event::from_input(input, Uuid::now_v7).map(|e| Event { fresh_id, ..e }) {
             Ok(e)
                 if e.producer_id
                     .as_deref()
