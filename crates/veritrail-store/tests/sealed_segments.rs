@@ -268,6 +268,45 @@ fn a_forged_sealed_record_and_leaf_are_refused_at_read_time() {
     // Its neighbours, unforged, are served.
     let next = read(&store, victim + 1).expect("a neighbour reads");
     assert_eq!(next.leaf_hash, expected[victim as usize + 1].1);
+    drop(store);
+
+    // fsck names the forgery by the first node above it that no longer matches.
+    let fsck = || {
+        veritrail_store::embedded::fsck::check(
+            &tenant_dir(dir.path()),
+            &support::log_vkey(),
+            |_, _| {},
+        )
+        .expect("fsck runs")
+        .problems
+    };
+    let problems = fsck();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("node 2 of level 1 (leaves 4 to 5)")),
+        "{problems:?}"
+    );
+    // With the true leaf hash back, the record is named, and the nodes it changes are not
+    // reported again one per level.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&leaves)
+        .expect("leaves");
+    f.write_all_at(&expected[victim as usize].1, victim * 32)
+        .expect("restore the leaf");
+    drop(f);
+    let problems = fsck();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.contains("seq 5") && p.contains("do not match the leaf hash")),
+        "{problems:?}"
+    );
+    assert!(
+        !problems.iter().any(|p| p.contains("of level")),
+        "{problems:?}"
+    );
 }
 
 /// A segment whose records are gone (its file holds only its header, as after a medium that
@@ -371,8 +410,8 @@ fn an_index_file_of_an_older_format_is_rewritten_at_startup() {
 }
 
 /// After a kill, the tree's nodes beyond what `index/tree.meta` records as durable may not be
-/// written yet: `fsck` says a start recovers them (and judges the nodes up to there), not that
-/// the node files are damaged; after a start it is clean.
+/// written yet: `fsck` says a start recovers them, not that the node files are damaged; after a
+/// start it is clean. Every node up to there is judged, also those the root is not made of.
 #[test]
 fn tree_nodes_not_yet_durable_need_recovery_not_a_reindex() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -430,6 +469,25 @@ fn tree_nodes_not_yet_durable_need_recovery_not_a_reindex() {
     );
     std::os::unix::fs::FileExt::write_all_at(&level9, &kept, 0).expect("restored");
     drop(level9);
+    // And a node the root is not made of (leaves 200 and 201): a proof through it would fail.
+    let level1 = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(index.join("level-01.dat"))
+        .expect("level 1");
+    std::os::unix::fs::FileExt::read_exact_at(&level1, &mut kept, 100 * 32).expect("node");
+    std::os::unix::fs::FileExt::write_all_at(&level1, &[0; 32], 100 * 32).expect("damaged");
+    let report = fsck();
+    assert!(
+        report
+            .problems
+            .iter()
+            .any(|p| p.contains("node 100 of level 1 (leaves 200 to 201)")),
+        "{:?}",
+        report.problems
+    );
+    std::os::unix::fs::FileExt::write_all_at(&level1, &kept, 100 * 32).expect("restored");
+    drop(level1);
 
     let store = open(dir.path(), config()).expect("a start recovers the nodes");
     check_all(&store, &expected);

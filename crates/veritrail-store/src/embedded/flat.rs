@@ -138,7 +138,13 @@ impl FlatFiles {
     /// Reads leaf hashes (level-0 nodes) `[from, to)` in one read (the caller checks the range
     /// is covered).
     pub fn leaf_range(&self, from: u64, to: u64) -> std::io::Result<Vec<[u8; 32]>> {
-        let Some(f) = self.level(0, false)? else {
+        self.node_range(0, from, to)
+    }
+
+    /// Reads the perfect nodes `[from, to)` of `level` in one read (none when the level has no
+    /// file; the caller checks the range is covered).
+    pub fn node_range(&self, level: u32, from: u64, to: u64) -> std::io::Result<Vec<[u8; 32]>> {
+        let Some(f) = self.level(level as usize, false)? else {
             return Ok(Vec::new());
         };
         let mut b = vec![0u8; (to.saturating_sub(from) * NODE_WIDTH) as usize];

@@ -105,6 +105,8 @@ pub fn check(
         frontier: Frontier::new(),
         cp_root: None,
         durable_root: None,
+        completed: Vec::new(),
+        altered: Default::default(),
         producers: Default::default(),
         marked: 0,
         segment_marked: 0,
@@ -254,6 +256,10 @@ struct Run<'a> {
     /// The log's root at the latest checkpoint's size, and at `durable`.
     cp_root: Option<Hash>,
     durable_root: Option<Hash>,
+    /// The nodes above the leaves completed by the segment being checked: (level, index, hash).
+    completed: Vec<(u32, u64, Hash)>,
+    /// The seqs whose record does not match its stored leaf hash.
+    altered: std::collections::BTreeSet<u64>,
     /// Producers' sequence state, replayed in log order (sealed indexes record it).
     producers: std::collections::BTreeMap<String, crate::producers::ProducerStatus>,
     /// The largest tree size a checkpoint recorded in the log commits to.
@@ -483,7 +489,60 @@ impl Run<'_> {
             self.record(r, stored.get(i).copied());
         }
         self.note_roots(cp_size);
+        self.check_nodes();
         Ok(())
+    }
+
+    /// Compares the nodes above the leaves that the log's records completed with those stored,
+    /// one read per level, so that a damaged node is found even where the root does not use it.
+    /// Only nodes whose leaves are all recorded durable are judged (see `durable`).
+    fn check_nodes(&mut self) {
+        let mut completed = std::mem::take(&mut self.completed);
+        completed.sort_unstable_by_key(|&(level, index, _)| (level, index));
+        let limit = self.durable.min(self.stored_leaves);
+        for run in completed.chunk_by(|a, b| a.0 == b.0 && a.1 + 1 == b.1) {
+            let (level, first) = (run[0].0, run[0].1);
+            let judged = run
+                .iter()
+                .take_while(|(_, index, _)| (index + 1) << level <= limit)
+                .count();
+            if judged == 0 {
+                continue;
+            }
+            let stored = match self.flat.node_range(level, first, first + judged as u64) {
+                Ok(stored) if stored.len() == judged => stored,
+                // A node file cut short or missing is damage to report, not a reason to stop.
+                _ => {
+                    self.problem(format!(
+                        "the tree's node file of level {level} does not hold nodes {first} to {}; run `veritrail reindex`",
+                        first + judged as u64 - 1
+                    ));
+                    continue;
+                }
+            };
+            // Above an event already reported altered, the nodes differ because of it: not news.
+            let altered = &self.altered;
+            let explained = |index: u64| {
+                altered
+                    .range(index << level..(index + 1) << level)
+                    .next()
+                    .is_some()
+            };
+            if let Some((_, index, _)) = run
+                .iter()
+                .zip(&stored)
+                .find(|((_, index, hash), kept)| hash != *kept && !explained(*index))
+                .map(|(node, _)| *node)
+            {
+                self.problem(format!(
+                    "the tree's node {index} of level {level} (leaves {} to {}) does not match the log; run `veritrail reindex`",
+                    index << level,
+                    ((index + 1) << level) - 1
+                ));
+            }
+        }
+        completed.clear();
+        self.completed = completed;
     }
 
     /// Keeps the log's root when the tree has reached a size judged at the end.
@@ -519,6 +578,7 @@ impl Run<'_> {
                 "{name}: its checksum fails: the stored event was altered or damaged"
             ));
         } else if tree_leaf.is_some_and(|t| t != r.leaf) {
+            self.altered.insert(seq);
             self.problem(format!(
                 "{name}: the stored bytes do not match the leaf hash in the tree's node files: the event was altered \
                  (if the checkpoint check below passes, the node files are what is damaged: run `veritrail reindex`)"
@@ -533,7 +593,12 @@ impl Run<'_> {
         } else {
             r.leaf
         };
-        self.frontier.append(continue_with, |_, _, _| {});
+        let completed = &mut self.completed;
+        self.frontier.append(continue_with, |level, index, hash| {
+            if level > 0 {
+                completed.push((level, index, *hash));
+            }
+        });
         match &r.record {
             Some(Err(e)) if !r.bad_checksum => {
                 self.problem(format!("{name}: does not decode: {e}"))
