@@ -194,6 +194,12 @@ fn sealed_segments_serve_the_same_events_and_name_damage() {
     assert_eq!(before.leaf_hash, expected[block.first_seq as usize - 1].1);
 }
 
+/// `fsck` of the test tenant in the data directory `dir`.
+fn fsck(dir: &std::path::Path) -> veritrail_store::embedded::fsck::FsckReport {
+    veritrail_store::embedded::fsck::check(&tenant_dir(dir), &support::log_vkey(), |_, _| {})
+        .expect("fsck runs")
+}
+
 /// An attacker with write access rewrites one sealed event (a valid record with its checksum,
 /// recompressed into a valid sealed file) and its leaf hash in the node files. The read checks
 /// the record against the signed root, not against the stored leaf, and refuses it.
@@ -271,15 +277,7 @@ fn a_forged_sealed_record_and_leaf_are_refused_at_read_time() {
     drop(store);
 
     // fsck names the forgery by the first node above it that no longer matches.
-    let fsck = || {
-        veritrail_store::embedded::fsck::check(
-            &tenant_dir(dir.path()),
-            &support::log_vkey(),
-            |_, _| {},
-        )
-        .expect("fsck runs")
-        .problems
-    };
+    let fsck = || fsck(dir.path()).problems;
     let problems = fsck();
     assert!(
         problems
@@ -337,12 +335,7 @@ fn a_segment_emptied_of_its_events_is_named_as_missing_events() {
         err.contains(&gap) && err.contains("acknowledged events are missing"),
         "startup does not name the missing events: {err}"
     );
-    let report = veritrail_store::embedded::fsck::check(
-        &tenant_dir(dir.path()),
-        &support::log_vkey(),
-        |_, _| {},
-    )
-    .expect("fsck runs");
+    let report = fsck(dir.path());
     assert!(
         report.problems.iter().any(|p| p.contains(&gap)),
         "fsck does not name the gap: {:?}",
@@ -432,14 +425,7 @@ fn tree_nodes_not_yet_durable_need_recovery_not_a_reindex() {
         .expect("level 10");
     std::os::unix::fs::FileExt::write_all_at(&level10, &[0; 32], 0).expect("unwritten");
     drop(level10);
-    let fsck = || {
-        veritrail_store::embedded::fsck::check(
-            &tenant_dir(dir.path()),
-            &support::log_vkey(),
-            |_, _| {},
-        )
-        .expect("fsck runs")
-    };
+    let fsck = || fsck(dir.path());
     let report = fsck();
     assert!(report.ok(), "{:?}", report.problems);
     assert!(
