@@ -271,18 +271,24 @@ fn a_forged_sealed_record_and_leaf_are_refused_at_read_time() {
         .expect_err("the forgery is refused")
         .to_string();
     assert!(err.contains("seq 5") && err.contains("altered"), "{err}");
-    // Its neighbours, unforged, are served.
-    let next = read(&store, victim + 1).expect("a neighbour reads");
-    assert_eq!(next.leaf_hash, expected[victim as usize + 1].1);
+    // The events whose proofs pass through it (its group of 16 leaves: the nodes of levels 1 to 3
+    // are computed from the leaf hashes, the forged one among them) are refused too; those
+    // beyond are served.
+    let err = read(&store, victim + 1)
+        .expect_err("a neighbour's proof passes through the forged leaf")
+        .to_string();
+    assert!(err.contains("seq 6"), "{err}");
+    let next = read(&store, 16).expect("an event beyond its group reads");
+    assert_eq!(next.leaf_hash, expected[16].1);
     drop(store);
 
-    // fsck names the forgery by the first node above it that no longer matches.
+    // fsck names the forgery by the first stored node above it that no longer matches.
     let fsck = || fsck(dir.path()).problems;
     let problems = fsck();
     assert!(
         problems
             .iter()
-            .any(|p| p.contains("node 2 of level 1 (leaves 4 to 5)")),
+            .any(|p| p.contains("node 0 of level 4 (leaves 0 to 15)")),
         "{problems:?}"
     );
     // With the true leaf hash back, the record is named, and the nodes it changes are not
@@ -455,25 +461,30 @@ fn tree_nodes_not_yet_durable_need_recovery_not_a_reindex() {
     );
     std::os::unix::fs::FileExt::write_all_at(&level9, &kept, 0).expect("restored");
     drop(level9);
-    // And a node the root is not made of (leaves 200 and 201): a proof through it would fail.
-    let level1 = std::fs::OpenOptions::new()
+    // And a node the root is not made of (leaves 48 to 63, in the lowest stored level above the
+    // leaves): a proof through it would fail.
+    assert!(
+        !index.join("level-03.dat").exists(),
+        "levels 1 to 3 are computed"
+    );
+    let level4 = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open(index.join("level-01.dat"))
-        .expect("level 1");
-    std::os::unix::fs::FileExt::read_exact_at(&level1, &mut kept, 100 * 32).expect("node");
-    std::os::unix::fs::FileExt::write_all_at(&level1, &[0; 32], 100 * 32).expect("damaged");
+        .open(index.join("level-04.dat"))
+        .expect("level 4");
+    std::os::unix::fs::FileExt::read_exact_at(&level4, &mut kept, 3 * 32).expect("node");
+    std::os::unix::fs::FileExt::write_all_at(&level4, &[0; 32], 3 * 32).expect("damaged");
     let report = fsck();
     assert!(
         report
             .problems
             .iter()
-            .any(|p| p.contains("node 100 of level 1 (leaves 200 to 201)")),
+            .any(|p| p.contains("node 3 of level 4 (leaves 48 to 63)")),
         "{:?}",
         report.problems
     );
-    std::os::unix::fs::FileExt::write_all_at(&level1, &kept, 100 * 32).expect("restored");
-    drop(level1);
+    std::os::unix::fs::FileExt::write_all_at(&level4, &kept, 3 * 32).expect("restored");
+    drop(level4);
 
     let store = open(dir.path(), config()).expect("a start recovers the nodes");
     check_all(&store, &expected);

@@ -502,6 +502,10 @@ impl Run<'_> {
         let limit = self.durable.min(self.stored_leaves);
         for run in completed.chunk_by(|a, b| a.0 == b.0 && a.1 + 1 == b.1) {
             let (level, first) = (run[0].0, run[0].1);
+            if crate::embedded::flat::computed(level) {
+                // Not stored: computed from the leaves, which are judged one by one.
+                continue;
+            }
             let judged = run
                 .iter()
                 .take_while(|(_, index, _)| (index + 1) << level <= limit)

@@ -26,7 +26,7 @@ use veritrail_core::hash::Hash;
 use veritrail_core::query::{Filter, TypeMatch};
 
 use crate::embedded::entries::{Entries, ALL};
-use crate::embedded::flat::FlatFiles;
+use crate::embedded::flat::{self, FlatFiles};
 use crate::embedded::seg_index::{PostingRun, RunBounds, SegmentIndex};
 pub use crate::engine::{Head, NodeError, SortKey};
 use crate::error::StoreError;
@@ -658,13 +658,21 @@ impl IndexReader {
             if !complete {
                 return Err(NodeError::Missing { level, index });
             }
-            if let Some(h) = self
-                .unwritten
-                .read()
-                .ok()
-                .and_then(|u| u.get(&(level, index)).copied())
-            {
-                return Ok(h);
+            if let Ok(unwritten) = self.unwritten.read() {
+                if let Some(h) = unwritten.get(&(level, index)) {
+                    return Ok(*h);
+                }
+                if flat::computed(level) && !unwritten.is_empty() {
+                    // Some leaves below may wait in memory (a full disk).
+                    let (from, to) = flat::leaves_below(level, index);
+                    let leaves = (from..to)
+                        .map(|i| match unwritten.get(&(0, i)) {
+                            Some(h) => Ok(*h),
+                            None => self.flat.stored_node(0, i),
+                        })
+                        .collect::<Result<Vec<Hash>, NodeError>>()?;
+                    return Ok(flat::fold(&leaves));
+                }
             }
             self.flat.stored_node(level, index)
         }
