@@ -76,7 +76,8 @@ pub async fn inclusion(
     let Query(q) = q.map_err(bad_query)?;
     let store = state.store.clone();
     let tenant = caller.tenant.clone();
-    let answer = blocking(move || {
+    let (state2, caller2) = (state.clone(), caller.clone());
+    let (answer, pending) = blocking(move || {
         let index = match (&q.event_id, q.leaf_index) {
             (Some(id), None) => {
                 let id = Uuid::try_parse(id)
@@ -105,20 +106,34 @@ pub async fn inclusion(
                 "leaf {index} is not in the tree of size {size}; ask again with a later tree_size"
             )));
         }
+        within_log(&store, &tenant, size)?;
+        // Its fsync overlaps the proof's reads.
+        let details = json!({"proof": "inclusion", "leaf_index": index, "tree_size": size});
+        let pending = access::queue_record(&state2, &caller2, "access.proof", details)?;
         let proof = store.inclusion_proof(&tenant, index, size)?;
         let leaf_hash = store.leaf_hash(&tenant, index)?;
-        Ok(json!({
+        let answer = json!({
             "leaf_index": index,
             "tree_size": size,
             "leaf_hash": to_b64(&leaf_hash),
             "proof": proof.iter().map(to_b64).collect::<Vec<_>>(),
             "checkpoint": note,
-        }))
+        });
+        Ok((answer, pending))
     })
     .await?;
-    let details = json!({"proof": "inclusion", "leaf_index": answer["leaf_index"], "tree_size": answer["tree_size"]});
-    access::record(&state, &caller, "access.proof", details).await?;
+    access::wait_recorded(pending).await?;
     Ok(Json(answer))
+}
+
+/// Refuses a tree size the log has not reached, before the read is recorded as an access event
+/// (the proof would be refused the same way).
+fn within_log(
+    store: &Arc<dyn veritrail_store::Store>,
+    tenant: &str,
+    size: u64,
+) -> Result<(), Problem> {
+    Ok(veritrail_store::check_size(size, store.head(tenant)?.size)?)
 }
 
 /// Query of `GET /v1/proof/consistency`.
@@ -138,7 +153,8 @@ pub async fn consistency(
     let Query(q) = q.map_err(bad_query)?;
     let store = state.store.clone();
     let tenant = caller.tenant.clone();
-    let answer = blocking(move || {
+    let (state2, caller2) = (state.clone(), caller.clone());
+    let (answer, pending) = blocking(move || {
         let (to, note) = match q.to {
             Some(t) => (t, None),
             None => {
@@ -152,17 +168,21 @@ pub async fn consistency(
                 q.from
             )));
         }
+        within_log(&store, &tenant, to)?;
+        // Its fsync overlaps the proof's reads.
+        let details = json!({"proof": "consistency", "from": q.from, "to": to});
+        let pending = access::queue_record(&state2, &caller2, "access.proof", details)?;
         let proof = store.consistency_proof(&tenant, q.from, to)?;
-        Ok(json!({
+        let answer = json!({
             "from": q.from,
             "to": to,
             "proof": proof.iter().map(to_b64).collect::<Vec<_>>(),
             "checkpoint": note,
-        }))
+        });
+        Ok((answer, pending))
     })
     .await?;
-    let details = json!({"proof": "consistency", "from": answer["from"], "to": answer["to"]});
-    access::record(&state, &caller, "access.proof", details).await?;
+    access::wait_recorded(pending).await?;
     Ok(Json(answer))
 }
 

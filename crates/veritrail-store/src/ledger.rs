@@ -162,7 +162,8 @@ fn poisoned() -> StoreError {
     StoreError::Failed("an internal lock was poisoned by a panic".into())
 }
 
-fn check_size(size: u64, head: u64) -> Result<(), StoreError> {
+/// Refuses a tree size larger than the log's `head` size.
+pub fn check_size(size: u64, head: u64) -> Result<(), StoreError> {
     if size > head {
         return Err(StoreError::OutOfRange(format!(
             "tree size {size} is larger than the log ({head} events)"

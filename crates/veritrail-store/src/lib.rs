@@ -20,7 +20,7 @@ pub use engine::{
     Appended, Engine, Head, Receipt, SignedCheckpoint, Snapshot, SortKey, StoredEvent,
 };
 pub use error::StoreError;
-pub use ledger::Ledger;
+pub use ledger::{check_size, Ledger};
 pub use query::{Hit, Order, Page};
 
 use std::collections::BTreeMap;

@@ -340,6 +340,48 @@ fn reads_leave_provable_access_events_and_people_are_the_actors() {
     );
 }
 
+/// A proof served leaves one access event naming its leaf and tree size; one refused for a tree
+/// size the log has not reached leaves none (the event is queued before the proof is read, so
+/// that its fsync overlaps the reads, but only once the request is known to be answerable).
+#[test]
+fn proofs_leave_access_events_and_refused_ones_do_not() {
+    let scratch = support::Scratch::new();
+    let server = Server::start_authenticated(&scratch.data(), ADMIN);
+    let (_, producer) = server.create_key(ADMIN, Some("default"), "producer", json!({}));
+    let (_, auditor) = server.create_key(ADMIN, Some("default"), "auditor", json!({}));
+    post_as(&server, &producer, &support::events(3, &support::corr("prf"))).ok_json();
+    let proof_events = || {
+        server
+            .get_as(
+                &auditor,
+                "/v1/events?event_type=veritrail.access.proof&order=asc&limit=1000",
+            )
+            .ok_json()["events"]
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let p = server
+        .get_as(&auditor, "/v1/proof/inclusion?leaf_index=1&tree_size=3")
+        .ok_json();
+    assert_eq!(p["proof"].as_array().unwrap().len(), 2);
+    server
+        .get_as(&auditor, "/v1/proof/consistency?from=1&to=3")
+        .ok_json();
+    let seen = proof_events();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert_eq!(seen[0]["event_data"]["leaf_index"], 1);
+    assert_eq!(seen[0]["event_data"]["tree_size"], 3);
+    assert_eq!(seen[1]["event_data"]["to"], 3);
+    server
+        .get_as(&auditor, "/v1/proof/inclusion?leaf_index=1&tree_size=999")
+        .problem(400);
+    server
+        .get_as(&auditor, "/v1/proof/consistency?from=1&to=999")
+        .problem(400);
+    assert_eq!(proof_events().len(), 2, "a refused proof left an access event");
+}
+
 #[test]
 fn denied_requests_are_logged_once_per_source_and_interval() {
     let scratch = support::Scratch::new();
