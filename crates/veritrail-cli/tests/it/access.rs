@@ -349,7 +349,12 @@ fn proofs_leave_access_events_and_refused_ones_do_not() {
     let server = Server::start_authenticated(&scratch.data(), ADMIN);
     let (_, producer) = server.create_key(ADMIN, Some("default"), "producer", json!({}));
     let (_, auditor) = server.create_key(ADMIN, Some("default"), "auditor", json!({}));
-    post_as(&server, &producer, &support::events(3, &support::corr("prf"))).ok_json();
+    post_as(
+        &server,
+        &producer,
+        &support::events(3, &support::corr("prf")),
+    )
+    .ok_json();
     let proof_events = || {
         server
             .get_as(
@@ -379,7 +384,11 @@ fn proofs_leave_access_events_and_refused_ones_do_not() {
     server
         .get_as(&auditor, "/v1/proof/consistency?from=1&to=999")
         .problem(400);
-    assert_eq!(proof_events().len(), 2, "a refused proof left an access event");
+    assert_eq!(
+        proof_events().len(),
+        2,
+        "a refused proof left an access event"
+    );
 }
 
 #[test]
