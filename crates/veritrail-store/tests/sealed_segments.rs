@@ -96,6 +96,14 @@ fn read(
     Ok(hits.remove(0).event)
 }
 
+/// A store in `dir` with 2 000 events, every segment but the newest sealed; closed again.
+fn sealed_store(dir: &Path) -> Vec<(Uuid, Hash)> {
+    let store = open(dir, config()).expect("open");
+    let expected = append_all(&store, 2000);
+    wait_sealed(dir);
+    expected
+}
+
 fn check_all(store: &Ledger<EmbeddedEngine>, expected: &[(Uuid, Hash)]) {
     for (seq, (id, leaf)) in expected.iter().enumerate() {
         let stored = read(store, seq as u64).expect("reads back verified");
@@ -219,12 +227,7 @@ fn as_appended(seg: &SealedSegment, ordinal: u32) -> Vec<u8> {
 #[test]
 fn what_an_interrupted_seal_left_is_tidied_at_startup() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let expected = {
-        let store = open(dir.path(), config()).expect("open");
-        let expected = append_all(&store, 2000);
-        wait_sealed(dir.path());
-        expected
-    };
+    let expected = sealed_store(dir.path());
     let log_dir = tenant_dir(dir.path()).join("log");
     let sealed = files(dir.path(), ".zseg");
     assert!(sealed.len() >= 2, "{sealed:?}");
@@ -410,12 +413,7 @@ fn a_segment_emptied_of_its_events_is_named_as_missing_events() {
 #[test]
 fn an_index_file_of_an_older_format_is_rewritten_at_startup() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let expected = {
-        let store = open(dir.path(), config()).expect("open");
-        let expected = append_all(&store, 2000);
-        wait_sealed(dir.path());
-        expected
-    };
+    let expected = sealed_store(dir.path());
     let tenant = tenant_dir(dir.path());
     let sidx = tenant
         .join(veritrail_store::embedded::INDEX_DIR)
