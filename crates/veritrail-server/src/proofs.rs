@@ -74,16 +74,14 @@ pub async fn inclusion(
     q: Result<Query<InclusionQuery>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
     let Query(q) = q.map_err(bad_query)?;
-    let store = state.store.clone();
-    let tenant = caller.tenant.clone();
-    let (state2, caller2) = (state.clone(), caller.clone());
     let (answer, pending) = blocking(move || {
+        let (store, tenant) = (&state.store, &caller.tenant);
         let index = match (&q.event_id, q.leaf_index) {
             (Some(id), None) => {
                 let id = Uuid::try_parse(id)
                     .map_err(|_| Problem::bad_request(format!("`{id}` is not a UUID")))?;
                 store
-                    .get(&tenant, &id)?
+                    .get(tenant, &id)?
                     .ok_or_else(|| Problem::not_found(format!("no event with id {id}")))?
                     .seq
             }
@@ -97,7 +95,7 @@ pub async fn inclusion(
         let (size, note) = match q.tree_size {
             Some(s) => (s, None),
             None => {
-                let cp = store.checkpoint_covering(&tenant, index.saturating_add(1))?;
+                let cp = store.checkpoint_covering(tenant, index.saturating_add(1))?;
                 (cp.checkpoint.size, Some(cp.note))
             }
         };
@@ -106,12 +104,12 @@ pub async fn inclusion(
                 "leaf {index} is not in the tree of size {size}; ask again with a later tree_size"
             )));
         }
-        within_log(&store, &tenant, size)?;
+        within_log(store, tenant, size)?;
         // Its fsync overlaps the proof's reads.
         let details = json!({"proof": "inclusion", "leaf_index": index, "tree_size": size});
-        let pending = access::queue_record(&state2, &caller2, "access.proof", details)?;
-        let proof = store.inclusion_proof(&tenant, index, size)?;
-        let leaf_hash = store.leaf_hash(&tenant, index)?;
+        let pending = access::queue_record(&state, &caller, "access.proof", details)?;
+        let proof = store.inclusion_proof(tenant, index, size)?;
+        let leaf_hash = store.leaf_hash(tenant, index)?;
         let answer = json!({
             "leaf_index": index,
             "tree_size": size,
@@ -151,14 +149,12 @@ pub async fn consistency(
     q: Result<Query<ConsistencyQuery>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
     let Query(q) = q.map_err(bad_query)?;
-    let store = state.store.clone();
-    let tenant = caller.tenant.clone();
-    let (state2, caller2) = (state.clone(), caller.clone());
     let (answer, pending) = blocking(move || {
+        let (store, tenant) = (&state.store, &caller.tenant);
         let (to, note) = match q.to {
             Some(t) => (t, None),
             None => {
-                let cp = store.checkpoint_covering(&tenant, q.from)?;
+                let cp = store.checkpoint_covering(tenant, q.from)?;
                 (cp.checkpoint.size, Some(cp.note))
             }
         };
@@ -168,11 +164,11 @@ pub async fn consistency(
                 q.from
             )));
         }
-        within_log(&store, &tenant, to)?;
+        within_log(store, tenant, to)?;
         // Its fsync overlaps the proof's reads.
         let details = json!({"proof": "consistency", "from": q.from, "to": to});
-        let pending = access::queue_record(&state2, &caller2, "access.proof", details)?;
-        let proof = store.consistency_proof(&tenant, q.from, to)?;
+        let pending = access::queue_record(&state, &caller, "access.proof", details)?;
+        let proof = store.consistency_proof(tenant, q.from, to)?;
         let answer = json!({
             "from": q.from,
             "to": to,

@@ -156,13 +156,10 @@ impl FlatFiles {
         self.put_nodes(level, index, hash)
     }
 
-    /// Writes consecutive perfect nodes of `level` from `index` on, in one write; nothing for a
-    /// [`computed`] level.
+    /// Writes consecutive perfect nodes of `level` from `index` on, in one write (an error for a
+    /// [`computed`] level, which has no file).
     pub fn put_nodes(&self, level: u32, index: u64, hashes: &[u8]) -> std::io::Result<()> {
         debug_assert_eq!(hashes.len() as u64 % NODE_WIDTH, 0);
-        if computed(level) {
-            return Ok(());
-        }
         self.level(level as usize, true)?
             .ok_or_else(|| std::io::Error::other("tree level out of range"))?
             .write_all_at(hashes, index * NODE_WIDTH)
@@ -282,7 +279,10 @@ mod tests {
             f.put_node(0, seq, &leaf(seq)).expect("leaf");
         }
         // Levels 1 to STORED_FROM - 1 are not stored but computed from the leaves.
-        f.put_node(1, 1, &[9; 32]).expect("ignored");
+        assert!(
+            f.put_node(1, 1, &[9; 32]).is_err(),
+            "a computed level has no file"
+        );
         f.put_node(STORED_FROM, 0, &[7; 32]).expect("node");
         assert!(!level_path(dir.path(), 1).exists());
         let pair = veritrail_core::hash::node_hash(&leaf(2), &leaf(3));

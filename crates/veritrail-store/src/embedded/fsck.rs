@@ -256,7 +256,8 @@ struct Run<'a> {
     /// The log's root at the latest checkpoint's size, and at `durable`.
     cp_root: Option<Hash>,
     durable_root: Option<Hash>,
-    /// The nodes above the leaves completed by the segment being checked: (level, index, hash).
+    /// The stored nodes above the leaves completed by the segment being checked: (level, index,
+    /// hash).
     completed: Vec<(u32, u64, Hash)>,
     /// The seqs whose record does not match its stored leaf hash.
     altered: std::collections::BTreeSet<u64>,
@@ -502,10 +503,6 @@ impl Run<'_> {
         let limit = self.durable.min(self.stored_leaves);
         for run in completed.chunk_by(|a, b| a.0 == b.0 && a.1 + 1 == b.1) {
             let (level, first) = (run[0].0, run[0].1);
-            if crate::embedded::flat::computed(level) {
-                // Not stored: computed from the leaves, which are judged one by one.
-                continue;
-            }
             let judged = run
                 .iter()
                 .take_while(|(_, index, _)| (index + 1) << level <= limit)
@@ -599,7 +596,8 @@ impl Run<'_> {
         };
         let completed = &mut self.completed;
         self.frontier.append(continue_with, |level, index, hash| {
-            if level > 0 {
+            // Leaves are judged one by one, and the computed levels are made of them.
+            if level > 0 && !crate::embedded::flat::computed(level) {
                 completed.push((level, index, *hash));
             }
         });

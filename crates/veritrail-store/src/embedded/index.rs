@@ -402,7 +402,8 @@ impl Index {
         let mut unwritten = self.unwritten.write().map_err(|_| poisoned())?;
         let mut all: Vec<(u32, u64, Hash)> =
             unwritten.iter().map(|(&(l, i), h)| (l, i, *h)).collect();
-        all.extend_from_slice(nodes);
+        // Nodes of the computed levels are folded from the leaves when read, never stored.
+        all.extend(nodes.iter().filter(|n| !flat::computed(n.0)));
         // Runs of consecutive nodes of one level go to their file in one write.
         all.sort_unstable_by_key(|&(l, i, _)| (l, i));
         all.dedup_by_key(|&mut (l, i, _)| (l, i));
