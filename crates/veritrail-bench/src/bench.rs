@@ -71,9 +71,11 @@ pub struct BenchArgs {
     /// Events per request.
     #[arg(long, default_value_t = 100)]
     batch: usize,
-    /// Distinct correlation ids (operations) the events belong to.
-    #[arg(long, default_value_t = 10_000)]
-    correlations: usize,
+    /// Distinct correlation ids (operations) the events belong to. By default one per
+    /// `EVENTS_PER_CORRELATION` (100) events, so that a timeline holds about 100 events at every
+    /// run length, as an operation's events do in production however long the log.
+    #[arg(long)]
+    correlations: Option<usize>,
     /// Query requests per query kind.
     #[arg(long, default_value_t = 200)]
     queries: usize,
@@ -325,6 +327,9 @@ fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
+/// Events per correlation id when `--correlations` is not given.
+const EVENTS_PER_CORRELATION: usize = 100;
+
 /// The workload: batch `i` is the same for every target. Batches are generated from their index
 /// alone, and at most `pool_events` events' worth of them are encoded; a longer run cycles
 /// through those (`Pool`).
@@ -345,7 +350,10 @@ impl Workload {
         Ok(Workload {
             events: args.events,
             batch: args.batch,
-            correlations: args.correlations,
+            correlations: args
+                .correlations
+                .unwrap_or(args.events / EVENTS_PER_CORRELATION)
+                .max(1),
             pool_events: args.pool_events,
             now,
         })
