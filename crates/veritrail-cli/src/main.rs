@@ -15,6 +15,7 @@ macro_rules! outln {
 mod admin;
 mod client;
 mod filters;
+mod holds;
 mod import;
 mod keys;
 mod serve;
@@ -64,6 +65,11 @@ enum Command {
     },
     /// Import existing audit logs (Kubernetes, CloudTrail, NDJSON) into a running server.
     Import(import::ImportArgs),
+    /// Place, list and release legal holds (through the server, with a legal or admin key).
+    Hold {
+        #[command(subcommand)]
+        command: holds::HoldCommand,
+    },
     /// Create, list and revoke API keys (through the server, with an admin key).
     Keys {
         #[command(subcommand)]
@@ -89,6 +95,7 @@ fn main() -> ExitCode {
         Command::Migrate(args) => admin::migrate(args),
         Command::Key { command } => admin::key(command),
         Command::Import(args) => import::run(args),
+        Command::Hold { command } => holds::run(command),
         Command::Keys { command } => keys::run(command),
     };
     match result {

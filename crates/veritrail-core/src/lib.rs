@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod cloudtrail;
 pub mod event;
 pub mod hash;
+pub mod hold;
 pub mod json;
 pub mod k8s;
 pub mod merkle;

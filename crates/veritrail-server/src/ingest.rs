@@ -190,7 +190,7 @@ fn validate(inputs: Vec<EventInput>) -> Result<Vec<Event>, Problem> {
                     .is_some_and(crate::kubernaut::reserved) =>
             {
                 errors.push(json!({"index": i, "field": "producer_id",
-                    "message": "is reserved for records written through the Kubernaut API"}));
+                    "message": "is reserved for records the server writes itself (the Kubernaut API, its notifications, legal holds)"}));
             }
             Ok(e) => events.push(e),
             Err(err) => {

@@ -9,6 +9,7 @@ pub mod access;
 pub mod admin;
 pub mod admission;
 pub mod connections;
+pub mod holds;
 pub mod ingest;
 pub mod kubernaut;
 pub mod observe;
@@ -152,6 +153,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/proof/consistency", get(proofs::consistency))
         .route("/v1/export", get(proofs::export))
         .merge(kubernaut_routes())
+        .route("/v1/holds", post(holds::place_hold).get(holds::list_holds))
+        .route("/v1/holds/{hold_id}/release", post(holds::release_hold))
         .route("/v1/admin/keys", post(admin::create).get(admin::list))
         .route("/v1/admin/keys/{id}", delete(admin::revoke))
         .route("/healthz", get(observe::healthz))
@@ -186,11 +189,11 @@ fn kubernaut_routes() -> Router<Arc<AppState>> {
         )
         .route(
             "/api/v1/audit/legal-hold",
-            get(chain::legal_hold).post(chain::legal_hold),
+            get(kubernaut::holds::list_holds).post(kubernaut::holds::place_hold),
         )
         .route(
             "/api/v1/audit/legal-hold/{correlation_id}",
-            delete(chain::legal_hold),
+            delete(kubernaut::holds::release_hold),
         )
         .layer(axum::middleware::map_response(
             kubernaut::overload_as_unavailable,

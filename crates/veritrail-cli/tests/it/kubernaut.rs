@@ -256,14 +256,6 @@ fn kubernaut_writes_are_ordinary_events() {
     server
         .get_as(&producer, "/api/v1/audit/export")
         .problem(403);
-    // Legal holds wait for retention: a clear 501, to the roles that may hold.
-    let legal = server.key(ADMIN, "legal");
-    server
-        .get_as(&legal, "/api/v1/audit/legal-hold")
-        .problem(501);
-    server
-        .get_as(&auditor, "/api/v1/audit/legal-hold")
-        .problem(403);
 }
 
 /// A flipped byte in a stored event: verify-chain says so instead of answering "valid".

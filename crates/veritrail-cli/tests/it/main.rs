@@ -11,6 +11,7 @@ mod damage;
 mod disk_full;
 mod export_verify;
 mod hardening;
+mod holds;
 mod import;
 mod jwt;
 mod kubernaut;

@@ -100,9 +100,13 @@ pub fn required(method: &Method, path: &str) -> Action {
         (true, "/v1/checkpoint" | "/v1/proof/inclusion" | "/v1/proof/consistency") => Action::Prove,
         (true, "/v1/export") => Action::Prove,
         (false, "/api/v1/audit/verify-chain") | (true, "/api/v1/audit/export") => Action::Prove,
-        (_, "/api/v1/audit/legal-hold" | "/api/v1/audit/legal-hold/{correlation_id}") => {
-            Action::Hold
-        }
+        (
+            _,
+            "/api/v1/audit/legal-hold"
+            | "/api/v1/audit/legal-hold/{correlation_id}"
+            | "/v1/holds"
+            | "/v1/holds/{hold_id}/release",
+        ) => Action::Hold,
         (true, "/metrics") => Action::Operate,
         _ => Action::Admin,
     }
@@ -612,7 +616,7 @@ fn unrecorded(mut p: Problem) -> Problem {
 }
 
 /// Validates and queues one event of the server's own.
-fn queue(
+pub(crate) fn queue(
     store: &Arc<dyn veritrail_store::Store>,
     tenant: &str,
     event: &Value,

@@ -1,5 +1,4 @@
-//! Kubernaut's `POST /api/v1/audit/verify-chain`, answered from the Merkle log, and its legal-hold
-//! routes, which wait for the retention work.
+//! Kubernaut's `POST /api/v1/audit/verify-chain`, answered from the Merkle log.
 //!
 //! Kubernaut verifies a hash chain per correlation id. Here every event the Kubernaut API wrote
 //! with the correlation id is read back verified (checksum, and leaf hash against the tree) and
@@ -10,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 use veritrail_core::event::format_time;
@@ -90,14 +89,4 @@ pub async fn verify_chain(
         json!({"proof": "verify-chain", "correlation_id": corr, "results": answer["total_events"]});
     crate::access::record(&state, &caller, "access.proof", details).await?;
     Ok(Json(answer))
-}
-
-/// Kubernaut's legal-hold routes: 501 until retention exists.
-pub async fn legal_hold() -> Problem {
-    Problem::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "Not implemented",
-        "legal holds come with retention, which is not built yet; until then nothing is ever \
-         deleted, so every event is kept as if it were held",
-    )
 }

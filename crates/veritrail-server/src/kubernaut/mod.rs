@@ -19,6 +19,7 @@
 pub mod chain;
 pub mod event_types;
 pub mod export;
+pub mod holds;
 pub mod notifications;
 pub mod reconstruct;
 
@@ -43,10 +44,13 @@ use crate::AppState;
 /// The `producer_id` of every event written through this API: what its readers select.
 pub const PRODUCER: &str = "kubernaut";
 
-/// Producer ids the native API refuses, so that nothing but this API writes into the events its
-/// readers see: its own and the notification records'.
+/// Producer ids the native API refuses, so that nothing but the server writes into the events
+/// readers rely on: this API's own, the notification records' and the legal holds'
+/// (`veritrail_core::hold`).
 pub fn reserved(producer_id: &str) -> bool {
-    producer_id == PRODUCER || producer_id == notifications::PRODUCER
+    producer_id == PRODUCER
+        || producer_id == notifications::PRODUCER
+        || producer_id == veritrail_core::hold::PRODUCER
 }
 
 /// A filter that selects what this API's readers may see: events it wrote.
