@@ -7,7 +7,8 @@
 //! log on every request, so two servers' answers, or one server's before and after a restart,
 //! cannot differ. Only the `legal` and `admin` roles reach these routes (`access::required`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::{Query, State};
@@ -17,9 +18,10 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
+use veritrail_core::event::format_time;
 use veritrail_core::hold::{self, Act, Hold};
 use veritrail_core::query::Filter;
-use veritrail_store::{Order, QuerySpec, Store, WindowSpec};
+use veritrail_store::{Order, QuerySpec, Store, StoredEvent, WindowSpec};
 
 use crate::access::{self, Caller};
 use crate::problem::{PathText, Problem};
@@ -28,8 +30,97 @@ use crate::{blocking, AppState};
 /// Largest body of a hold request (a filter and a reason).
 const MAX_BODY_BYTES: usize = 64 << 10;
 
+/// The holds of each tenant as last read from its log, so that answers which mark held events
+/// do not query the log every time. Only this process appends hold events (the data directory is
+/// locked to it), and it forgets a tenant's holds as soon as it has appended one of them, so what
+/// is kept never lags the log: a read that started before the change is not kept (the tenant's
+/// generation moved on meanwhile).
+#[derive(Default)]
+pub struct Holds {
+    tenants: Mutex<HashMap<String, Cached>>,
+}
+
+#[derive(Default)]
+struct Cached {
+    generation: u64,
+    holds: Option<Arc<Vec<Hold>>>,
+}
+
+impl Holds {
+    /// Every hold of `tenant`, placed and released, oldest first (blocking: it may read the log).
+    pub(crate) fn get(&self, store: &dyn Store, tenant: &str) -> Result<Arc<Vec<Hold>>, Problem> {
+        let generation = {
+            let tenants = self.tenants.lock().map_err(|_| poisoned())?;
+            match tenants.get(tenant) {
+                Some(Cached { holds: Some(h), .. }) => return Ok(Arc::clone(h)),
+                Some(c) => c.generation,
+                None => 0,
+            }
+        };
+        let holds = Arc::new(load(store, tenant)?);
+        let mut tenants = self.tenants.lock().map_err(|_| poisoned())?;
+        let cached = tenants.entry(tenant.to_string()).or_default();
+        if cached.generation == generation {
+            cached.holds = Some(Arc::clone(&holds));
+        }
+        Ok(holds)
+    }
+
+    /// Forgets what is kept of `tenant`'s holds: a hold event was just made durable.
+    fn forget(&self, tenant: &str) {
+        if let Ok(mut tenants) = self.tenants.lock() {
+            let cached = tenants.entry(tenant.to_string()).or_default();
+            cached.generation += 1;
+            cached.holds = None;
+        }
+    }
+}
+
+fn poisoned() -> Problem {
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Internal error",
+        "the holds' cache is unusable after a panic; restart the server",
+    )
+}
+
+/// The members Kubernaut's `AuditEvent` has for holds, for one stored event, as raw JSON:
+/// `legal_hold`, and when an active hold covers the event, the reason, placer and time of the
+/// oldest such hold. The event is parsed only when some hold is active.
+pub(crate) fn kubernaut_members_of(
+    holds: &[Hold],
+    event: &StoredEvent,
+) -> Result<Vec<(&'static str, String)>, Problem> {
+    if !holds.iter().any(Hold::is_active) {
+        return Ok(vec![("legal_hold", "false".into())]);
+    }
+    Ok(kubernaut_members(holds, event.leaf()?.event()))
+}
+
+/// [`kubernaut_members_of`] for an event object.
+pub(crate) fn kubernaut_members(holds: &[Hold], event: &Value) -> Vec<(&'static str, String)> {
+    let Some(h) = holds.iter().find(|h| h.covers(event)) else {
+        return vec![("legal_hold", "false".into())];
+    };
+    vec![
+        ("legal_hold", "true".into()),
+        (
+            "legal_hold_reason",
+            Value::from(h.placed.reason.as_str()).to_string(),
+        ),
+        (
+            "legal_hold_placed_by",
+            Value::from(h.placed.by.as_str()).to_string(),
+        ),
+        (
+            "legal_hold_placed_at",
+            format!("\"{}\"", format_time(&h.placed.at)),
+        ),
+    ]
+}
+
 /// Every hold of a tenant, placed and released, oldest first, folded from its hold events.
-pub(crate) fn load(store: &dyn Store, tenant: &str) -> Result<Vec<Hold>, Problem> {
+fn load(store: &dyn Store, tenant: &str) -> Result<Vec<Hold>, Problem> {
     let filter = Filter {
         exact: vec![("producer_id".into(), hold::PRODUCER.into())],
         ..Filter::default()
@@ -75,7 +166,10 @@ pub(crate) fn covered(store: &dyn Store, tenant: &str, filter: &Filter) -> Resul
 /// authentication off too: it is the hold itself.
 async fn append(state: &AppState, tenant: &str, event: &Value) -> Result<(), Problem> {
     let pending = access::queue(&state.store, tenant, event)?;
-    crate::ingest::durable(pending).await.map(drop)
+    let appended = crate::ingest::durable(pending).await;
+    // Also after a failure: the event may be durable even when the wait for it failed.
+    state.holds.forget(tenant);
+    appended.map(drop)
 }
 
 /// Places a hold with `filter` and `reason` on the caller's tenant, recorded as placed by `by`.
@@ -217,17 +311,18 @@ pub async fn list_holds(
     Extension(caller): Extension<Caller>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Value>, Problem> {
-    let (store, tenant) = (state.store.clone(), caller.tenant.clone());
+    let (inner, tenant) = (state.clone(), caller.tenant.clone());
     let holds = blocking(move || {
+        let store = inner.store.as_ref();
         let mut out = Vec::new();
-        for h in load(store.as_ref(), &tenant)? {
+        for h in inner.holds.get(store, &tenant)?.iter() {
             if h.is_active() || params.released {
                 let events = if h.is_active() {
-                    covered(store.as_ref(), &tenant, &h.filter)?
+                    covered(store, &tenant, &h.filter)?
                 } else {
                     0
                 };
-                out.push(answer(&h, events));
+                out.push(answer(h, events));
             }
         }
         Ok(out)
@@ -256,11 +351,12 @@ pub async fn release_hold(
         .map_err(|_| Problem::bad_request(format!("`{id}` is not a hold id (a UUID)")))?;
     let body = read_body(&state, &caller, &headers, body).await?;
     let reason = reason(&body, "reason")?;
-    let (store, tenant) = (state.store.clone(), caller.tenant.clone());
-    let hold = blocking(move || load(store.as_ref(), &tenant))
+    let (inner, tenant) = (state.clone(), caller.tenant.clone());
+    let hold = blocking(move || inner.holds.get(inner.store.as_ref(), &tenant))
         .await?
-        .into_iter()
+        .iter()
         .find(|h| h.id == id)
+        .cloned()
         .ok_or_else(|| Problem::not_found(format!("there is no hold {id} on this tenant")))?;
     if let Some(r) = &hold.released {
         return Err(Problem::new(

@@ -74,6 +74,8 @@ pub struct AppState {
     pub admission: admission::Admission,
     /// Keys and the denial limiter.
     pub access: access::Access,
+    /// Each tenant's legal holds as last read from its log.
+    pub holds: holds::Holds,
 }
 
 impl AppState {
@@ -94,6 +96,7 @@ impl AppState {
             config,
             admission,
             access,
+            holds: holds::Holds::default(),
         }
     }
 }

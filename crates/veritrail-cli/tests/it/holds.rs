@@ -212,14 +212,32 @@ fn kubernaut_legal_hold_routes_answer_in_its_shapes() {
     let place = json!({"correlation_id": corr, "reason": "SEC investigation case #2025-001"});
     // Kubernaut's rule: a correlation id with no events is 404.
     with_user(Method::POST, "/api/v1/audit/legal-hold", &place).problem(404);
+    let ty = "gateway.signal.received";
+    let event = json!({"version": "1.0", "event_type": ty, "event_category": "gateway",
+        "event_action": "received", "event_outcome": "success", "correlation_id": corr,
+        "event_timestamp": chrono::Utc::now().to_rfc3339(), "event_data": {"event_type": ty}});
     let r = server.call(
         Method::POST,
-        "/v1/events",
+        "/api/v1/audit/events/batch",
         Some(&producer),
         None,
-        Some(&events(&corr, 2)),
+        Some(&json!([event, event])),
     );
-    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.status, 201, "{}", r.text);
+    // What Kubernaut's readers see of holds: `legal_hold` on every event (read once before the
+    // hold, so that a stale copy of the holds would show).
+    let marks = |path: &str, list: &str| {
+        let key = if list == "events" { &auditor } else { &legal };
+        let page = server.get_as(key, path).ok_json();
+        let events = page[list].as_array().unwrap().clone();
+        assert_eq!(events.len(), 2, "{page}");
+        events
+    };
+    let query = format!("/api/v1/audit/events?correlation_id={corr}");
+    let export = format!("/api/v1/audit/export?correlation_id={corr}");
+    for e in marks(&query, "data") {
+        assert_eq!(e["legal_hold"], false, "{e}");
+    }
     let placed = with_user(Method::POST, "/api/v1/audit/legal-hold", &place);
     assert_eq!(placed.status, 200, "{}", placed.text);
     let placed = placed.json();
@@ -239,6 +257,15 @@ fn kubernaut_legal_hold_routes_answer_in_its_shapes() {
     server
         .get_as(&auditor, "/api/v1/audit/legal-hold")
         .problem(403);
+    for e in marks(&query, "data")
+        .into_iter()
+        .chain(marks(&export, "events"))
+    {
+        assert_eq!(e["legal_hold"], true, "{e}");
+        assert_eq!(e["legal_hold_reason"], "SEC investigation case #2025-001");
+        assert_eq!(e["legal_hold_placed_by"], "jane@example.com");
+        assert_eq!(e["legal_hold_placed_at"], placed["placed_at"]);
+    }
     with_user(
         Method::POST,
         "/api/v1/audit/legal-hold",
@@ -261,6 +288,10 @@ fn kubernaut_legal_hold_routes_answer_in_its_shapes() {
     with_user(Method::DELETE, &path, &json!({"release_reason": "again"})).problem(404);
     let list = server.get_as(&legal, "/api/v1/audit/legal-hold").ok_json();
     assert_eq!(list, json!({"holds": [], "total": 0}));
+    for e in marks(&query, "data") {
+        assert_eq!(e["legal_hold"], false, "released: {e}");
+        assert!(e.get("legal_hold_reason").is_none(), "{e}");
+    }
 }
 
 #[test]

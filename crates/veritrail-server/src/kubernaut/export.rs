@@ -154,6 +154,7 @@ fn build(
     let cp = store.checkpoint_covering(tenant, last.map_or(0, |s| s + 1))?;
     let (size, root) = (cp.checkpoint.size, cp.checkpoint.root);
     let previous = previous_hashes(store.as_ref(), tenant, &window.events)?;
+    let holds = state.holds.get(store.as_ref(), tenant)?;
     let mut events = Vec::with_capacity(window.events.len());
     let mut entries = Vec::with_capacity(window.events.len());
     let mut valid = 0usize;
@@ -170,16 +171,17 @@ fn build(
         let proof_json = Value::from(proof.iter().map(to_b64).collect::<Vec<_>>()).to_string();
         let hash = format!("\"{}\"", hex(&e.leaf_hash));
         let before = format!("\"{}\"", previous.get(&e.seq).map(hex).unwrap_or_default());
-        let text = crate::read::event_json(
-            e,
-            &[
-                ("event_hash", &hash),
-                ("previous_event_hash", &before),
-                ("hash_chain_valid", if included { "true" } else { "false" }),
-                ("leaf_index", &e.seq.to_string()),
-                ("inclusion_proof", &proof_json),
-            ],
-        )?;
+        let held = crate::holds::kubernaut_members_of(&holds, e)?;
+        let seq = e.seq.to_string();
+        let mut extra = vec![
+            ("event_hash", hash.as_str()),
+            ("previous_event_hash", before.as_str()),
+            ("hash_chain_valid", if included { "true" } else { "false" }),
+            ("leaf_index", seq.as_str()),
+            ("inclusion_proof", proof_json.as_str()),
+        ];
+        extra.extend(held.iter().map(|(n, v)| (*n, v.as_str())));
+        let text = crate::read::event_json(e, &extra)?;
         events.push(
             serde_json::from_str::<Value>(&text).map_err(|err| {
                 Problem::from(veritrail_store::StoreError::Damaged(err.to_string()))

@@ -21,7 +21,7 @@ use veritrail_core::hold::Hold;
 use veritrail_core::query::Filter;
 
 use crate::access::{self, Caller};
-use crate::holds::{covered, load, place, read_body, reason, release};
+use crate::holds::{covered, place, read_body, reason, release};
 use crate::problem::{PathText, Problem};
 use crate::{blocking, AppState};
 
@@ -99,16 +99,17 @@ pub async fn list_holds(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, Problem> {
-    let (store, tenant) = (state.store.clone(), caller.tenant.clone());
+    let (inner, tenant) = (state.clone(), caller.tenant.clone());
     let holds = blocking(move || {
+        let store = inner.store.as_ref();
         let mut out = Vec::new();
-        for h in load(store.as_ref(), &tenant)? {
+        for h in inner.holds.get(store, &tenant)?.iter() {
             let Some(corr) = h.correlation().filter(|_| h.is_active()) else {
                 continue;
             };
             out.push(json!({
                 "correlation_id": corr,
-                "events_affected": covered(store.as_ref(), &tenant, &h.filter)?,
+                "events_affected": covered(store, &tenant, &h.filter)?,
                 "placed_by": h.placed.by,
                 "placed_at": format_time(&h.placed.at),
                 "reason": h.placed.reason,
@@ -141,13 +142,17 @@ pub async fn release_hold(
     let body = read_body(&state, &caller, &headers, body).await?;
     let reason = reason(&body, "release_reason")?;
     let filter = correlation_filter(&corr)?;
-    let (store, tenant, id) = (state.store.clone(), caller.tenant.clone(), corr.clone());
+    let (inner, tenant, id) = (state.clone(), caller.tenant.clone(), corr.clone());
     let (held, events): (Vec<Hold>, u64) = blocking(move || {
-        let held: Vec<Hold> = load(store.as_ref(), &tenant)?
-            .into_iter()
+        let store = inner.store.as_ref();
+        let held: Vec<Hold> = inner
+            .holds
+            .get(store, &tenant)?
+            .iter()
             .filter(|h| h.is_active() && h.correlation() == Some(id.as_str()))
+            .cloned()
             .collect();
-        let events = covered(store.as_ref(), &tenant, &filter)?;
+        let events = covered(store, &tenant, &filter)?;
         Ok((held, events))
     })
     .await?;

@@ -436,15 +436,16 @@ pub async fn list(
 ) -> Result<axum::response::Response, Problem> {
     let (filter, limit, offset) = query_params(&params, Utc::now())?;
     let pairs = filter.to_pairs();
-    let (store, tenant) = (state.store.clone(), caller.tenant.clone());
-    let window = crate::blocking(move || {
+    let (inner, tenant) = (state.clone(), caller.tenant.clone());
+    let (window, holds) = crate::blocking(move || {
         let spec = WindowSpec {
             filter: &filter,
             order: Order::Desc,
             offset,
             limit,
         };
-        store.query_window(&tenant, &spec).map_err(Problem::from)
+        let window = inner.store.query_window(&tenant, &spec)?;
+        Ok((window, inner.holds.get(inner.store.as_ref(), &tenant)?))
     })
     .await?;
     let details = json!({
@@ -459,10 +460,10 @@ pub async fn list(
         let date = chrono::DateTime::from_timestamp_micros(hit.key.0)
             .map(|t| format!("\"{}\"", t.format("%Y-%m-%d")))
             .unwrap_or_else(|| "null".into());
-        data.push(crate::read::event_json(
-            &hit.event,
-            &[("event_date", &date)],
-        )?);
+        let held = crate::holds::kubernaut_members_of(&holds, &hit.event)?;
+        let mut extra = vec![("event_date", date.as_str())];
+        extra.extend(held.iter().map(|(n, v)| (*n, v.as_str())));
+        data.push(crate::read::event_json(&hit.event, &extra)?);
     }
     let returned = data.len() as u64;
     let pagination = json!({
