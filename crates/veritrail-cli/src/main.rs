@@ -18,6 +18,7 @@ mod filters;
 mod holds;
 mod import;
 mod keys;
+mod retention;
 mod serve;
 
 use std::path::PathBuf;
@@ -70,6 +71,12 @@ enum Command {
         #[command(subcommand)]
         command: holds::HoldCommand,
     },
+    /// The retention policy, and what a retention run would remove (through the server, with an
+    /// admin key).
+    Retention {
+        #[command(subcommand)]
+        command: retention::RetentionCommand,
+    },
     /// Create, list and revoke API keys (through the server, with an admin key).
     Keys {
         #[command(subcommand)]
@@ -96,6 +103,7 @@ fn main() -> ExitCode {
         Command::Key { command } => admin::key(command),
         Command::Import(args) => import::run(args),
         Command::Hold { command } => holds::run(command),
+        Command::Retention { command } => retention::run(command),
         Command::Keys { command } => keys::run(command),
     };
     match result {

@@ -14,3 +14,4 @@ pub mod k8s;
 pub mod merkle;
 pub mod note;
 pub mod query;
+pub mod retention;

@@ -18,7 +18,7 @@ use chrono::Utc;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
-use veritrail_core::event::format_time;
+use veritrail_core::event::{format_time, Leaf};
 use veritrail_core::hold::{self, Act, Hold};
 use veritrail_core::query::Filter;
 use veritrail_store::{Order, QuerySpec, Store, StoredEvent, WindowSpec};
@@ -121,8 +121,25 @@ pub(crate) fn kubernaut_members(holds: &[Hold], event: &Value) -> Vec<(&'static 
 
 /// Every hold of a tenant, placed and released, oldest first, folded from its hold events.
 fn load(store: &dyn Store, tenant: &str) -> Result<Vec<Hold>, Problem> {
+    let leaves = records_of(store, tenant, hold::PRODUCER)?;
+    hold::fold(leaves.iter().map(|l| l.event())).map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Unreadable hold",
+            format!("a hold event in the log does not read as one: {e}"),
+        )
+    })
+}
+
+/// Every event the server wrote under one of its reserved producers (the lifecycle's records:
+/// holds, retention policies), oldest first.
+pub(crate) fn records_of(
+    store: &dyn Store,
+    tenant: &str,
+    producer: &str,
+) -> Result<Vec<Leaf>, Problem> {
     let filter = Filter {
-        exact: vec![("producer_id".into(), hold::PRODUCER.into())],
+        exact: vec![("producer_id".into(), producer.into())],
         ..Filter::default()
     };
     let (mut leaves, mut cursor) = (Vec::new(), None);
@@ -142,13 +159,7 @@ fn load(store: &dyn Store, tenant: &str) -> Result<Vec<Hold>, Problem> {
             None => break,
         }
     }
-    hold::fold(leaves.iter().map(|l| l.event())).map_err(|e| {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Unreadable hold",
-            format!("a hold event in the log does not read as one: {e}"),
-        )
-    })
+    Ok(leaves)
 }
 
 /// How many events of the tenant a filter covers now.

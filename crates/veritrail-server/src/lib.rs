@@ -16,6 +16,7 @@ pub mod observe;
 pub mod problem;
 pub mod proofs;
 pub mod read;
+pub mod retention;
 pub mod tls;
 pub mod webhook;
 
@@ -158,6 +159,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(kubernaut_routes())
         .route("/v1/holds", post(holds::place_hold).get(holds::list_holds))
         .route("/v1/holds/{hold_id}/release", post(holds::release_hold))
+        .route(
+            "/v1/admin/retention/policy",
+            get(retention::show).post(retention::set),
+        )
+        .route("/v1/admin/retention/dry-run", get(retention::dry_run))
         .route("/v1/admin/keys", post(admin::create).get(admin::list))
         .route("/v1/admin/keys/{id}", delete(admin::revoke))
         .route("/healthz", get(observe::healthz))

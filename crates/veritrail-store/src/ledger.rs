@@ -22,7 +22,7 @@ use crate::engine::{Engine, Head, NodeError, SignedCheckpoint, Snapshot, StoredE
 use crate::error::StoreError;
 use crate::producers::ProducerStatus;
 use crate::query::{self, Page};
-use crate::verify::{find_verified, RootVerifier};
+use crate::verify::{find_verified, read_verified, RootVerifier};
 use crate::{PendingAppend, QuerySpec, Store, WindowSpec};
 
 /// Shortest time between two checkpoints signed for one log.
@@ -187,6 +187,21 @@ impl<E: Engine> Store for Ledger<E> {
             Some((view, t)) => find_verified(&view, &t.verifier, id),
             None => Ok(None),
         }
+    }
+
+    fn read_range(
+        &self,
+        tenant: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let Some((view, t)) = self.view(tenant)? else {
+            return Ok(Vec::new());
+        };
+        let end = from.saturating_add(limit as u64).min(view.head().size);
+        (from..end)
+            .map(|seq| read_verified(&view, &t.verifier, seq))
+            .collect()
     }
 
     fn query(&self, tenant: &str, spec: &QuerySpec<'_>) -> Result<Page, StoreError> {

@@ -71,6 +71,13 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, tenant: &str, id: &Uuid) -> Result<Option<StoredEvent>, StoreError>;
     /// One page of events matching a filter.
     fn query(&self, tenant: &str, spec: &QuerySpec<'_>) -> Result<Page, StoreError>;
+    /// The events of seqs `[from, from + limit)` below the head, in log order, each verified.
+    fn read_range(
+        &self,
+        tenant: &str,
+        from: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
     /// The current tree head.
     fn head(&self, tenant: &str) -> Result<Head, StoreError>;
     /// The root of the tree at `size` (≤ the head).

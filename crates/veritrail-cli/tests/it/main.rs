@@ -17,6 +17,7 @@ mod jwt;
 mod kubernaut;
 mod kubernaut_client;
 mod migrate;
+mod retention;
 mod roundtrip;
 mod tls;
 mod webhook;

@@ -45,12 +45,13 @@ use crate::AppState;
 pub const PRODUCER: &str = "kubernaut";
 
 /// Producer ids the native API refuses, so that nothing but the server writes into the events
-/// readers rely on: this API's own, the notification records' and the legal holds'
-/// (`veritrail_core::hold`).
+/// readers rely on: this API's own, the notification records', and the lifecycle's (legal holds,
+/// `veritrail_core::hold`; retention policies, `veritrail_core::retention`).
 pub fn reserved(producer_id: &str) -> bool {
     producer_id == PRODUCER
         || producer_id == notifications::PRODUCER
         || producer_id == veritrail_core::hold::PRODUCER
+        || producer_id == veritrail_core::retention::PRODUCER
 }
 
 /// A filter that selects what this API's readers may see: events it wrote.

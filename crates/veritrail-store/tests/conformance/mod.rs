@@ -47,6 +47,24 @@ pub fn check_against_model(store: &impl Store, leaves: &[Hash], ids: &[Uuid]) {
         assert_eq!(leaf_hash(&stored.bytes), leaves[seq]);
         assert_eq!(stored.leaf_hash, leaves[seq]);
     }
+    // And by seq, in pages that do not divide the log evenly.
+    let mut read = Vec::new();
+    while read.len() < leaves.len() + 1 {
+        let page = store
+            .read_range(TENANT, read.len() as u64, 7)
+            .expect("read by seq");
+        if page.is_empty() {
+            break;
+        }
+        read.extend(page);
+    }
+    let seqs: Vec<u64> = read.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (0..leaves.len() as u64).collect::<Vec<_>>());
+    assert!(read.iter().zip(leaves).all(|(e, l)| e.leaf_hash == *l));
+    assert!(store
+        .read_range(TENANT, leaves.len() as u64, 7)
+        .expect("past the head")
+        .is_empty());
     for size in 1..=leaves.len() as u64 {
         let root = mth(&leaves[..size as usize]);
         assert_eq!(store.root(TENANT, size).expect("root"), root);
