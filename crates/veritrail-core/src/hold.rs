@@ -279,11 +279,6 @@ pub fn fold<'a>(events: impl IntoIterator<Item = &'a Value>) -> Result<Vec<Hold>
     Ok(out)
 }
 
-/// The ids of the active holds that cover an event object.
-pub fn holding<'a>(holds: &'a [Hold], event: &'a Value) -> impl Iterator<Item = Uuid> + 'a {
-    holds.iter().filter(|h| h.covers(event)).map(|h| h.id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -376,7 +371,12 @@ mod tests {
         assert!(holds[1].is_active());
         let event = produced(json!({"event_type": "iam.login", "actor_id": "mallory",
             "event_timestamp": "2026-06-01T00:00:00Z"}));
-        assert_eq!(holding(&holds, &event).collect::<Vec<_>>(), vec![b.id]);
+        let covering: Vec<Uuid> = holds
+            .iter()
+            .filter(|h| h.covers(&event))
+            .map(|h| h.id)
+            .collect();
+        assert_eq!(covering, vec![b.id]);
     }
 
     #[test]

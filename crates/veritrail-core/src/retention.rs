@@ -9,8 +9,8 @@
 //!
 //! Like holds, the policy is kept only in the log: setting it appends a
 //! `veritrail.retention.policy_set` event under the reserved producer [`PRODUCER`], and the policy
-//! in force is the newest such event's ([`latest`]). Nothing is removed yet: this module decides
-//! what would be.
+//! in force is the last such event's in the log ([`latest`]). A new policy may only raise the
+//! floors ([`Policy::lowered_by`]). Nothing is removed yet: this module decides what would be.
 
 use std::collections::BTreeMap;
 
@@ -118,6 +118,20 @@ impl Policy {
         })
     }
 
+    /// Why `next` may not replace this policy, if it may not: it would lower a floor (or drop
+    /// one), and the events stored under this policy were promised it.
+    pub fn lowered_by(&self, next: &Policy) -> Option<String> {
+        let (now, then) = (self.min_days.unwrap_or(0), next.min_days.unwrap_or(0));
+        if then < now {
+            return Some(format!("`min_days` would fall from {now} to {then}"));
+        }
+        self.categories.iter().find_map(|(category, &days)| {
+            let then = next.categories.get(category).copied().unwrap_or(0);
+            (then < days)
+                .then(|| format!("category `{category}` would fall from {days} to {then} days"))
+        })
+    }
+
     /// The policy as [`Policy::from_json`] reads it.
     pub fn to_json(&self) -> Value {
         json!({"min_days": self.min_days, "categories": self.categories})
@@ -163,47 +177,32 @@ impl Policy {
     }
 }
 
-/// A policy and the event that set it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct InForce<'a> {
-    pub policy: Policy,
-    /// Who set it, when and why.
-    pub set: Act,
-    /// The event object that set it.
-    pub event: &'a Value,
-}
-
-/// The policy in force: the one the newest of a log's policy events (their event objects, in any
-/// order) sets, with who set it, when and why, and that event; `None` when no policy was ever set.
+/// The policy in force: the one the last of a log's policy events, in log order, sets, with
+/// who set it, when and why; `None` when no policy was ever set. Log order, not the events'
+/// times: a clock stepping back must not bring an older policy back.
 pub fn latest<'a>(
-    events: impl IntoIterator<Item = &'a Value>,
-) -> Result<Option<InForce<'a>>, PolicyError> {
-    let mut newest: Option<InForce<'a>> = None;
-    for event in events {
-        if event["event_type"].as_str() != Some(POLICY_SET) {
-            continue;
-        }
-        let at = event["event_timestamp"]
-            .as_str()
-            .and_then(parse_time)
-            .ok_or_else(|| bad("event_timestamp", "of a policy event is not a time"))?;
-        if newest.as_ref().is_some_and(|n| n.set.at > at) {
-            continue;
-        }
-        let data = &event["event_data"];
-        let text = |m: &str| data[m].as_str().unwrap_or_default().to_string();
-        let policy = Policy::from_json(&data["policy"])?;
-        newest = Some(InForce {
-            policy,
-            set: Act {
-                by: text("set_by"),
-                at,
-                reason: text("reason"),
-            },
-            event,
-        });
-    }
-    Ok(newest)
+    events_in_log_order: impl IntoIterator<Item = &'a Value>,
+) -> Result<Option<(Policy, Act)>, PolicyError> {
+    let Some(event) = events_in_log_order
+        .into_iter()
+        .filter(|e| e["event_type"].as_str() == Some(POLICY_SET))
+        .last()
+    else {
+        return Ok(None);
+    };
+    let at = event["event_timestamp"]
+        .as_str()
+        .and_then(parse_time)
+        .ok_or_else(|| bad("event_timestamp", "of a policy event is not a time"))?;
+    let data = &event["event_data"];
+    let text = |m: &str| data[m].as_str().unwrap_or_default().to_string();
+    let policy = Policy::from_json(&data["policy"])?;
+    let set = Act {
+        by: text("set_by"),
+        at,
+        reason: text("reason"),
+    };
+    Ok(Some((policy, set)))
 }
 
 #[cfg(test)]
@@ -273,15 +272,22 @@ mod tests {
             new.set_event(&act("2026-02-01T00:00:00Z", "SOX"), ("user", "ops")),
             old.set_event(&act("2026-01-01T00:00:00Z", "first"), ("user", "ops")),
         ];
-        let in_force = latest(&events).unwrap().unwrap();
-        assert_eq!(in_force.policy, new);
-        assert_eq!(in_force.set.reason, "SOX");
-        assert_eq!(in_force.event, &events[0]);
+        // The last in log order wins, whatever its time says.
+        let (policy, set) = latest(events.iter().rev()).unwrap().unwrap();
+        assert_eq!(policy, new);
+        assert_eq!(set.reason, "SOX");
+        assert_eq!(latest(&events).unwrap().unwrap().0, old);
         assert_eq!(latest(&[]).unwrap(), None);
         assert_eq!(
             Policy::from_json(&new.to_json()).unwrap(),
             new,
             "round trip"
         );
+        // Floors only rise.
+        let both = Policy::from_json(&json!({"min_days": 10, "categories": {"iam": 400}})).unwrap();
+        assert_eq!(old.lowered_by(&both), None);
+        assert!(both.lowered_by(&old).unwrap().contains("iam"));
+        assert!(both.lowered_by(&new).unwrap().contains("min_days"));
+        assert_eq!(Policy::default().lowered_by(&Policy::default()), None);
     }
 }

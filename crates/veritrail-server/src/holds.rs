@@ -3,9 +3,10 @@
 //! (`kubernaut::holds`).
 //!
 //! A hold lives only in the log (`veritrail_core::hold`): placing or releasing one appends its
-//! event and answers once that event is durable, and the current holds are read back from the
-//! log on every request, so two servers' answers, or one server's before and after a restart,
-//! cannot differ. Only the `legal` and `admin` roles reach these routes (`access::required`).
+//! event and answers once that event is durable. The current holds are read back from the log
+//! and kept per tenant ([`Holds`]) until this process appends the next hold event; changes are
+//! made one at a time, so two releases of one hold cannot both succeed. Only the `legal` and
+//! `admin` roles reach these routes (`access::required`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -30,6 +31,10 @@ use crate::{blocking, AppState};
 /// Largest body of a hold request (a filter and a reason).
 const MAX_BODY_BYTES: usize = 64 << 10;
 
+/// Most active holds per tenant. Each one is matched against every event that Kubernaut's reads
+/// mark and counted on every list, so their number bounds that work.
+pub const MAX_ACTIVE_HOLDS: usize = 1000;
+
 /// The holds of each tenant as last read from its log, so that answers which mark held events
 /// do not query the log every time. Only this process appends hold events (the data directory is
 /// locked to it), and it forgets a tenant's holds as soon as it has appended one of them, so what
@@ -38,6 +43,9 @@ const MAX_BODY_BYTES: usize = 64 << 10;
 #[derive(Default)]
 pub struct Holds {
     tenants: Mutex<HashMap<String, Cached>>,
+    /// Held while a hold is placed or released: the check (is it active? how many are?) and the
+    /// append it leads to happen as one step.
+    pub(crate) changing: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
@@ -98,7 +106,7 @@ pub(crate) fn kubernaut_members_of(
 }
 
 /// [`kubernaut_members_of`] for an event object.
-pub(crate) fn kubernaut_members(holds: &[Hold], event: &Value) -> Vec<(&'static str, String)> {
+fn kubernaut_members(holds: &[Hold], event: &Value) -> Vec<(&'static str, String)> {
     let Some(h) = holds.iter().find(|h| h.covers(event)) else {
         return vec![("legal_hold", "false".into())];
     };
@@ -132,7 +140,7 @@ fn load(store: &dyn Store, tenant: &str) -> Result<Vec<Hold>, Problem> {
 }
 
 /// Every event the server wrote under one of its reserved producers (the lifecycle's records:
-/// holds, retention policies), oldest first.
+/// holds, retention policies), in log order.
 pub(crate) fn records_of(
     store: &dyn Store,
     tenant: &str,
@@ -152,14 +160,16 @@ pub(crate) fn records_of(
         };
         let page = store.query(tenant, &spec)?;
         for hit in &page.events {
-            leaves.push(hit.event.leaf()?);
+            leaves.push((hit.event.seq, hit.event.leaf()?));
         }
         match page.next_cursor {
             Some(c) => cursor = Some(c),
             None => break,
         }
     }
-    Ok(leaves)
+    // Log order: what was appended last counts last, whatever the events' times say.
+    leaves.sort_by_key(|(seq, _)| *seq);
+    Ok(leaves.into_iter().map(|(_, leaf)| leaf).collect())
 }
 
 /// How many events of the tenant a filter covers now.
@@ -173,24 +183,57 @@ pub(crate) fn covered(store: &dyn Store, tenant: &str, filter: &Filter) -> Resul
     Ok(store.query_window(tenant, &spec)?.total)
 }
 
-/// Appends a hold event and waits until it is durable. Unlike an access event it is written with
-/// authentication off too: it is the hold itself.
-async fn append(state: &AppState, tenant: &str, event: &Value) -> Result<(), Problem> {
-    let pending = access::queue(&state.store, tenant, event)?;
-    let appended = crate::ingest::durable(pending).await;
-    // Also after a failure: the event may be durable even when the wait for it failed.
-    state.holds.forget(tenant);
-    appended.map(drop)
+/// Appends hold events as one append and waits until they are durable. Unlike an access event
+/// they are written with authentication off too: they are the holds themselves. The wait runs
+/// on a task of its own, so that the tenant's holds are forgotten once the events are durable
+/// even when the request is dropped first (a client that goes away).
+async fn append(state: &Arc<AppState>, tenant: &str, events: &[Value]) -> Result<(), Problem> {
+    let pending = access::queue_all(&state.store, tenant, events)?;
+    let (state, tenant) = (Arc::clone(state), tenant.to_string());
+    tokio::spawn(async move {
+        let appended = crate::ingest::durable(pending).await;
+        // Also after a failure: the events may be durable even when the wait for them failed.
+        state.holds.forget(&tenant);
+        appended.map(drop)
+    })
+    .await
+    .map_err(|e| {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal error",
+            e.to_string(),
+        )
+    })?
 }
 
-/// Places a hold with `filter` and `reason` on the caller's tenant, recorded as placed by `by`.
+/// The tenant's holds, read off the async runtime.
+async fn current(state: &Arc<AppState>, tenant: &str) -> Result<Arc<Vec<Hold>>, Problem> {
+    let (inner, tenant) = (Arc::clone(state), tenant.to_string());
+    blocking(move || inner.holds.get(inner.store.as_ref(), &tenant)).await
+}
+
+/// Places a hold with `filter` and `reason` on the caller's tenant, recorded as placed by `by`;
+/// 409 when the tenant has [`MAX_ACTIVE_HOLDS`] already.
 pub(crate) async fn place(
-    state: &AppState,
+    state: &Arc<AppState>,
     caller: &Caller,
     filter: Filter,
     reason: &str,
     by: String,
 ) -> Result<Hold, Problem> {
+    let _one_at_a_time = state.holds.changing.lock().await;
+    let active = current(state, &caller.tenant)
+        .await?
+        .iter()
+        .filter(|h| h.is_active())
+        .count();
+    if active >= MAX_ACTIVE_HOLDS {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "Too many holds",
+            format!("this tenant has {active} active holds, the most it may have; release one, or hold a wider filter"),
+        ));
+    }
     let placed = Act {
         by,
         at: Utc::now(),
@@ -201,34 +244,46 @@ pub(crate) async fn place(
     append(
         state,
         &caller.tenant,
-        &hold.placed_event((actor_type, &actor_id)),
+        &[hold.placed_event((actor_type, &actor_id))],
     )
     .await?;
     Ok(hold)
 }
 
-/// Releases an active hold, recorded as released by `by`; returns it released.
+/// Releases every active hold `pick` selects, in one append, recorded as released by `by`;
+/// returns them released (none when `pick` selects no active hold).
 pub(crate) async fn release(
-    state: &AppState,
+    state: &Arc<AppState>,
     caller: &Caller,
-    mut hold: Hold,
+    pick: impl Fn(&Hold) -> bool,
     reason: &str,
     by: String,
-) -> Result<Hold, Problem> {
+) -> Result<Vec<Hold>, Problem> {
+    let _one_at_a_time = state.holds.changing.lock().await;
     let release = Act {
         by,
         at: Utc::now(),
         reason: reason.to_string(),
     };
     let (actor_type, actor_id) = caller.actor();
-    append(
-        state,
-        &caller.tenant,
-        &hold.released_event(&release, (actor_type, &actor_id)),
-    )
-    .await?;
-    hold.released = Some(release);
-    Ok(hold)
+    let mut released: Vec<Hold> = current(state, &caller.tenant)
+        .await?
+        .iter()
+        .filter(|h| h.is_active() && pick(h))
+        .cloned()
+        .collect();
+    if released.is_empty() {
+        return Ok(released);
+    }
+    let events: Vec<Value> = released
+        .iter()
+        .map(|h| h.released_event(&release, (actor_type, &actor_id)))
+        .collect();
+    append(state, &caller.tenant, &events).await?;
+    for h in &mut released {
+        h.released = Some(release.clone());
+    }
+    Ok(released)
 }
 
 /// Reads a hold request's body as a JSON object.
@@ -248,6 +303,20 @@ pub(crate) async fn read_body(
     Ok(value)
 }
 
+/// Refuses a body with members other than `allowed` (`what` names the request in the answer).
+pub(crate) fn only_members(body: &Value, allowed: &[&str], what: &str) -> Result<(), Problem> {
+    match body
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())))
+    {
+        Some(unknown) => Err(Problem::bad_request(format!(
+            "unknown member `{unknown}`; {what} has `{}`",
+            allowed.join("` and `")
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// A reason member of a request body, checked.
 pub(crate) fn reason<'a>(body: &'a Value, field: &'static str) -> Result<&'a str, Problem> {
     let text = match body.get(field) {
@@ -260,8 +329,8 @@ pub(crate) fn reason<'a>(body: &'a Value, field: &'static str) -> Result<&'a str
     hold::check_reason(field, text).map_err(|e| Problem::bad_request(e.to_string()))
 }
 
-/// The hold as answered, with the number of events it covers now.
-fn answer(hold: &Hold, events: u64) -> Value {
+/// The hold as answered, with the number of events it covers now (null when unknown).
+fn answer(hold: &Hold, events: Option<u64>) -> Value {
     let mut out = hold.to_json();
     out["events_covered"] = events.into();
     out
@@ -277,16 +346,7 @@ pub async fn place_hold(
     body: Body,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     let body = read_body(&state, &caller, &headers, body).await?;
-    if let Some(unknown) = body
-        .as_object()
-        .into_iter()
-        .flat_map(|o| o.keys())
-        .find(|k| !matches!(k.as_str(), "filter" | "reason"))
-    {
-        return Err(Problem::bad_request(format!(
-            "unknown member `{unknown}`; a hold request has `filter` and `reason`"
-        )));
-    }
+    only_members(&body, &["filter", "reason"], "a hold request")?;
     let reason = reason(&body, "reason")?;
     let filter = body.get("filter").ok_or_else(|| {
         Problem::bad_request(
@@ -302,7 +362,14 @@ pub async fn place_hold(
         caller.tenant.clone(),
         hold.filter.clone(),
     );
-    let events = blocking(move || covered(store.as_ref(), &tenant, &f)).await?;
+    // The hold is in place: a failing count must not make the client place it again.
+    let events = match blocking(move || covered(store.as_ref(), &tenant, &f)).await {
+        Ok(n) => Some(n),
+        Err(e) => {
+            tracing::warn!(hold = %hold.id, "counting the events of a new hold failed: {}", e.detail);
+            None
+        }
+    };
     Ok((StatusCode::CREATED, Json(answer(&hold, events))))
 }
 
@@ -329,9 +396,9 @@ pub async fn list_holds(
         for h in inner.holds.get(store, &tenant)?.iter() {
             if h.is_active() || params.released {
                 let events = if h.is_active() {
-                    covered(store, &tenant, &h.filter)?
+                    Some(covered(store, &tenant, &h.filter)?)
                 } else {
-                    0
+                    None
                 };
                 out.push(answer(h, events));
             }
@@ -362,25 +429,31 @@ pub async fn release_hold(
         .map_err(|_| Problem::bad_request(format!("`{id}` is not a hold id (a UUID)")))?;
     let body = read_body(&state, &caller, &headers, body).await?;
     let reason = reason(&body, "reason")?;
-    let (inner, tenant) = (state.clone(), caller.tenant.clone());
-    let hold = blocking(move || inner.holds.get(inner.store.as_ref(), &tenant))
+    let by = caller.actor().1;
+    if let Some(hold) = release(&state, &caller, |h| h.id == id, reason, by)
+        .await?
+        .pop()
+    {
+        return Ok(Json(answer(&hold, None)));
+    }
+    match current(&state, &caller.tenant)
         .await?
         .iter()
         .find(|h| h.id == id)
-        .cloned()
-        .ok_or_else(|| Problem::not_found(format!("there is no hold {id} on this tenant")))?;
-    if let Some(r) = &hold.released {
-        return Err(Problem::new(
+    {
+        Some(Hold {
+            released: Some(r), ..
+        }) => Err(Problem::new(
             StatusCode::CONFLICT,
             "Already released",
             format!(
                 "hold {id} was released by {} at {}",
                 r.by,
-                r.at.to_rfc3339()
+                format_time(&r.at)
             ),
-        ));
+        )),
+        _ => Err(Problem::not_found(format!(
+            "there is no hold {id} on this tenant"
+        ))),
     }
-    let by = caller.actor().1;
-    let hold = release(&state, &caller, hold, reason, by).await?;
-    Ok(Json(answer(&hold, 0)))
 }

@@ -177,6 +177,10 @@ fn split_body(media: &str, bytes: &[u8]) -> Result<Vec<EventInput>, Problem> {
     }
 }
 
+/// The prefix of the event types only the server writes (access events, holds, policies), so that
+/// a reader can trust an event of such a type to be the server's own.
+pub const RESERVED_TYPES: &str = "veritrail.";
+
 /// Validates every event; on failure names every bad field of every bad event.
 fn validate(inputs: Vec<EventInput>) -> Result<Vec<Event>, Problem> {
     let mut events = Vec::with_capacity(inputs.len());
@@ -191,6 +195,10 @@ fn validate(inputs: Vec<EventInput>) -> Result<Vec<Event>, Problem> {
             {
                 errors.push(json!({"index": i, "field": "producer_id",
                     "message": "is reserved for records the server writes itself (the Kubernaut API, its notifications, legal holds)"}));
+            }
+            Ok(e) if e.event_type.starts_with(RESERVED_TYPES) => {
+                errors.push(json!({"index": i, "field": "event_type",
+                    "message": "is reserved: `veritrail.` types are the server's own records (access, holds, retention)"}));
             }
             Ok(e) => events.push(e),
             Err(err) => {

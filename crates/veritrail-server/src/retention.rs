@@ -4,10 +4,11 @@
 //!
 //! Nothing is removed yet: the dry run reads every event of the log (in seq order, each one
 //! verified) and counts what has expired, what of that holds keep, and the bytes the rest takes
-//! as stored. The lifecycle's own records are never counted as removable while they are in
-//! force: the placing event of an active hold, and the event of the policy in force.
+//! as stored. The lifecycle's own records (hold and policy events) are never counted as
+//! removable: they are the evidence of why anything else was kept or removed.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -16,7 +17,6 @@ use axum::http::HeaderMap;
 use axum::{Extension, Json};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
-use uuid::Uuid;
 use veritrail_core::event::format_time;
 use veritrail_core::hold::{self, Act};
 use veritrail_core::query::parse_when;
@@ -24,37 +24,23 @@ use veritrail_core::retention::{self, Policy};
 use veritrail_store::Store;
 
 use crate::access::{self, Caller};
-use crate::holds::{read_body, reason, records_of};
+use crate::holds::{only_members, read_body, reason, records_of};
 use crate::problem::{Problem, QueryPairs};
 use crate::{blocking, AppState};
 
 /// Events read per step of a dry run.
 const PAGE: usize = 1000;
 
-/// The tenant's policy in force, if one was set: the policy, who set it, and the id of the event
-/// that did.
-struct Current {
-    policy: Policy,
-    set: Act,
-    event_id: Option<Uuid>,
-}
-
-fn current(store: &dyn Store, tenant: &str) -> Result<Option<Current>, Problem> {
+/// The tenant's policy in force, if one was set, and who set it.
+fn current(store: &dyn Store, tenant: &str) -> Result<Option<(Policy, Act)>, Problem> {
     let leaves = records_of(store, tenant, retention::PRODUCER)?;
-    let in_force = retention::latest(leaves.iter().map(|l| l.event())).map_err(|e| {
+    retention::latest(leaves.iter().map(|l| l.event())).map_err(|e| {
         Problem::new(
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             "Unreadable policy",
             format!("a retention policy event in the log does not read as one: {e}"),
         )
-    })?;
-    Ok(in_force.map(|f| Current {
-        event_id: f.event["event_id"]
-            .as_str()
-            .and_then(|s| Uuid::try_parse(s).ok()),
-        policy: f.policy,
-        set: f.set,
-    }))
+    })
 }
 
 fn policy_answer(current: Option<(&Policy, &Act)>) -> Value {
@@ -88,9 +74,7 @@ pub async fn show(
         json!({"read": "policy"}),
     )
     .await?;
-    Ok(Json(policy_answer(
-        found.as_ref().map(|c| (&c.policy, &c.set)),
-    )))
+    Ok(Json(policy_answer(found.as_ref().map(|(p, a)| (p, a)))))
 }
 
 /// `POST /v1/admin/retention/policy` with `{"policy": {"min_days", "categories"}, "reason"}` →
@@ -103,19 +87,22 @@ pub async fn set(
     body: Body,
 ) -> Result<Json<Value>, Problem> {
     let body = read_body(&state, &caller, &headers, body).await?;
-    if let Some(k) = body
-        .as_object()
-        .into_iter()
-        .flat_map(|o| o.keys())
-        .find(|k| !matches!(k.as_str(), "policy" | "reason"))
-    {
-        return Err(Problem::bad_request(format!(
-            "unknown member `{k}`; a policy request has `policy` and `reason`"
-        )));
-    }
+    only_members(&body, &["policy", "reason"], "a policy request")?;
     let reason = reason(&body, "reason")?;
     let policy = Policy::from_json(body.get("policy").unwrap_or(&Value::Null))
         .map_err(|e| Problem::bad_request(format!("`policy`: {e}")))?;
+    // One change at a time, so that the check against the policy in force holds for the append.
+    let _one_at_a_time = state.holds.changing.lock().await;
+    let (store, tenant) = (state.store.clone(), caller.tenant.clone());
+    if let Some((now, _)) = blocking(move || current(store.as_ref(), &tenant)).await? {
+        if let Some(why) = now.lowered_by(&policy) {
+            return Err(Problem::new(
+                axum::http::StatusCode::CONFLICT,
+                "Retention may only lengthen",
+                format!("{why}: the events stored under the policy in force were promised its floors; a new policy may keep or raise them"),
+            ));
+        }
+    }
     let (actor_type, actor_id) = caller.actor();
     let act = Act {
         by: actor_id.clone(),
@@ -135,7 +122,10 @@ pub async fn set(
 #[derive(Default)]
 struct Tally {
     expired: u64,
+    /// Expired, and covered by an active hold.
     held: u64,
+    /// Expired, and a record of the lifecycle itself (holds, policies).
+    kept: u64,
     removable_bytes: u64,
 }
 
@@ -144,7 +134,8 @@ impl Tally {
         json!({
             "expired": self.expired,
             "held": self.held,
-            "removable": self.expired - self.held,
+            "kept_records": self.kept,
+            "removable": self.expired - self.held - self.kept,
             "removable_bytes": self.removable_bytes,
         })
     }
@@ -188,45 +179,65 @@ pub async fn dry_run(
     Ok(Json(answer))
 }
 
+/// Set while a dry run reads the log: one at a time per server, as each reads every event.
+static DRY_RUN: AtomicBool = AtomicBool::new(false);
+
+/// Clears [`DRY_RUN`] when the dry run ends, however it ends.
+struct Running;
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        DRY_RUN.store(false, Ordering::Release);
+    }
+}
+
 fn tally(state: &AppState, tenant: &str, at: DateTime<Utc>) -> Result<Value, Problem> {
+    if DRY_RUN.swap(true, Ordering::AcqRel) {
+        let mut busy = Problem::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "A dry run is running",
+            "another retention dry run is reading the log; retry when it has finished",
+        );
+        busy.retry_after_s = Some(30);
+        return Err(busy);
+    }
+    let _running = Running;
     let store = state.store.as_ref();
-    let (rules, policy_event) = match current(store, tenant)? {
-        Some(c) => (c.policy, c.event_id),
-        None => (Policy::default(), None),
-    };
+    let rules = current(store, tenant)?.map(|(p, _)| p).unwrap_or_default();
     let holds = state.holds.get(store, tenant)?;
-    let active_holds: Vec<Uuid> = holds
-        .iter()
-        .filter(|h| h.is_active())
-        .map(|h| h.id)
-        .collect();
     let (mut total, mut by_category) = (Tally::default(), BTreeMap::<String, Tally>::new());
-    let (mut events, mut next_expiry) = (0u64, None::<DateTime<Utc>>);
-    loop {
-        let page = store.read_range(tenant, events, PAGE)?;
+    let mut next_expiry = None::<DateTime<Utc>>;
+    // The log as it is now: what arrives during the scan is not counted.
+    let size = store.head(tenant)?.size;
+    let mut seq = 0u64;
+    while seq < size {
+        let page = store.read_range(tenant, seq, PAGE.min((size - seq) as usize))?;
         if page.is_empty() {
             break;
         }
         for stored in &page {
-            events += 1;
+            seq = stored.seq + 1;
             let leaf = stored.leaf()?;
-            let Some(expires) = rules.expires_at(leaf.document()) else {
-                continue;
-            };
+            let expires = rules.expires_at(leaf.document()).ok_or_else(|| {
+                Problem::from(veritrail_store::StoreError::Damaged(format!(
+                    "seq {}: the stored event has no readable ingested_at",
+                    stored.seq
+                )))
+            })?;
             if expires > at {
                 next_expiry = Some(next_expiry.map_or(expires, |n| n.min(expires)));
                 continue;
             }
             let event = leaf.event();
-            let lifecycle_record = leaf.event_id().is_some_and(|id| {
-                policy_event == Some(id)
-                    || (event["producer_id"] == hold::PRODUCER && active_holds.contains(&id))
-            });
-            let held = lifecycle_record || holds.iter().any(|h| h.covers(event));
+            let producer = event["producer_id"].as_str();
+            let record = producer == Some(hold::PRODUCER) || producer == Some(retention::PRODUCER);
+            let held = !record && holds.iter().any(|h| h.covers(event));
             let category = event["event_category"].as_str().unwrap_or("").to_string();
             for t in [&mut total, by_category.entry(category).or_default()] {
                 t.expired += 1;
-                if held {
+                if record {
+                    t.kept += 1;
+                } else if held {
                     t.held += 1;
                 } else {
                     t.removable_bytes += stored.bytes.len() as u64;
@@ -236,7 +247,7 @@ fn tally(state: &AppState, tenant: &str, at: DateTime<Utc>) -> Result<Value, Pro
     }
     let mut answer = total.json();
     answer["at"] = format_time(&at).into();
-    answer["events"] = events.into();
+    answer["events"] = seq.into();
     answer["policy"] = rules.to_json();
     answer["next_expiry"] = next_expiry.map(|t| format_time(&t)).into();
     answer["by_category"] = by_category

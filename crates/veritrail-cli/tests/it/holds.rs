@@ -168,7 +168,25 @@ fn holds_need_the_legal_role_a_reason_and_a_filter_and_cannot_be_forged() {
         Some(&json!({"filter": {}, "reason": "regulator hold"})),
     );
     assert_eq!(tenant.status, 201, "{}", tenant.text);
-    // No producer can write a hold event of its own.
+    // No producer can write a hold event of its own: neither with a `veritrail.` type nor under
+    // the holds' producer id.
+    let mut forged_type = support::event(0, "x");
+    forged_type["event_type"] = json!("veritrail.hold.placed");
+    let r = server.call(
+        Method::POST,
+        "/v1/events",
+        Some(&producer),
+        None,
+        Some(&forged_type),
+    );
+    assert!(
+        r.problem(400)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("reserved"),
+        "{}",
+        r.text
+    );
     let mut forged = support::event(0, "x");
     forged["producer_id"] = json!("veritrail.holds");
     let r = server.call(

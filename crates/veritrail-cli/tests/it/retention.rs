@@ -123,6 +123,23 @@ fn a_dry_run_counts_the_expired_unheld_events_under_the_policy_in_force() {
     server
         .get_as(ADMIN, "/v1/admin/retention/dry-run?at=soon")
         .problem(400);
+    // Floors only rise: the events stored under 30 days were promised 30 days.
+    let lower = json!({"policy": {"min_days": 7, "categories": {"iam": 400}}, "reason": "cost"});
+    let r = server.call(
+        Method::POST,
+        "/v1/admin/retention/policy",
+        Some(ADMIN),
+        None,
+        Some(&lower),
+    );
+    assert!(
+        r.problem(409)["detail"]
+            .as_str()
+            .unwrap()
+            .contains("from 30 to 7"),
+        "{}",
+        r.text
+    );
     server.stop();
     let server = Server::start_authenticated(&data, ADMIN);
     let shown = server.get_as(ADMIN, "/v1/admin/retention/policy").ok_json();

@@ -621,14 +621,26 @@ pub(crate) fn queue(
     tenant: &str,
     event: &Value,
 ) -> Result<veritrail_store::PendingAppend, Problem> {
-    let event = Event::from_json(event, Uuid::now_v7).map_err(|e| {
-        Problem::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Internal error",
-            format!("an access event did not validate: {e}"),
-        )
-    })?;
-    Ok(store.append(tenant, vec![event])?)
+    queue_all(store, tenant, std::slice::from_ref(event))
+}
+
+/// Validates and queues events of the server's own, as one atomic append.
+pub(crate) fn queue_all(
+    store: &Arc<dyn veritrail_store::Store>,
+    tenant: &str,
+    events: &[Value],
+) -> Result<veritrail_store::PendingAppend, Problem> {
+    let mut valid = Vec::with_capacity(events.len());
+    for event in events {
+        valid.push(Event::from_json(event, Uuid::now_v7).map_err(|e| {
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal error",
+                format!("an event the server writes itself did not validate: {e}"),
+            )
+        })?);
+    }
+    Ok(store.append(tenant, valid)?)
 }
 
 async fn append(

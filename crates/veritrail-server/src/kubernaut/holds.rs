@@ -142,34 +142,23 @@ pub async fn release_hold(
     let body = read_body(&state, &caller, &headers, body).await?;
     let reason = reason(&body, "release_reason")?;
     let filter = correlation_filter(&corr)?;
-    let (inner, tenant, id) = (state.clone(), caller.tenant.clone(), corr.clone());
-    let (held, events): (Vec<Hold>, u64) = blocking(move || {
-        let store = inner.store.as_ref();
-        let held: Vec<Hold> = inner
-            .holds
-            .get(store, &tenant)?
-            .iter()
-            .filter(|h| h.is_active() && h.correlation() == Some(id.as_str()))
-            .cloned()
-            .collect();
-        let events = covered(store, &tenant, &filter)?;
-        Ok((held, events))
-    })
-    .await?;
-    if held.is_empty() {
+    let on_it = |h: &Hold| h.correlation() == Some(corr.as_str());
+    let released = release(&state, &caller, on_it, reason, by.clone()).await?;
+    let Some(released_at) = released
+        .first()
+        .and_then(|h| h.released.as_ref())
+        .map(|r| r.at)
+    else {
         return Err(Problem::not_found(format!(
             "correlation_id `{corr}` has no active legal hold"
         )));
-    }
-    let mut released_at = None;
-    for hold in held {
-        let hold = release(&state, &caller, hold, reason, by.clone()).await?;
-        released_at = hold.released.map(|r| r.at);
-    }
+    };
+    let (store, tenant) = (state.store.clone(), caller.tenant.clone());
+    let events = blocking(move || covered(store.as_ref(), &tenant, &filter)).await?;
     Ok(Json(json!({
         "correlation_id": corr,
         "events_released": events,
         "released_by": by,
-        "released_at": released_at.map(|t| format_time(&t)),
+        "released_at": format_time(&released_at),
     })))
 }
