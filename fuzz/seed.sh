@@ -13,7 +13,7 @@ ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 SHARED="${VERITRAIL_SHARED_CORPUS:-$ROOT/../shared/corpus}"
 SHARED="$(cd "$SHARED" 2>/dev/null && pwd || printf '%s' "$SHARED")"
 cd "$ROOT/fuzz"
-TARGETS=(event_json k8s_event_list cloudtrail bundle proofs signed_note segment_record content_coding stored_files)
+TARGETS=(event_json k8s_event_list cloudtrail bundle proofs signed_note segment_record content_coding stored_files lifecycle_json)
 
 for t in "${TARGETS[@]}"; do
   mkdir -p "corpus/$t"
