@@ -106,6 +106,14 @@ pub fn run(command: RetentionCommand) -> anyhow::Result<ExitCode> {
                 answer["removable"],
                 answer["removable_bytes"]
             );
+            let whole = &answer["whole_segments"];
+            outln!(
+                "{} of {} segments hold only removable events: {} events, {} bytes on disk",
+                whole["segments"],
+                answer["segments"],
+                whole["events"],
+                whole["bytes"]
+            );
             for (category, t) in answer["by_category"].as_object().into_iter().flatten() {
                 outln!(
                     "  {category:<24} expired {:>10}  held {:>10}  removable {:>10}",

@@ -4,7 +4,8 @@
 //!
 //! Nothing is removed yet: the dry run reads every event of the log (in seq order, each one
 //! verified) and counts what has expired, what of that holds keep, and the bytes the rest takes
-//! as stored. The lifecycle's own records (hold and policy events) are never counted as
+//! as stored, and which sealed segments hold nothing but removable events (a run removes those
+//! whole, with their files: the bytes on disk it frees). The lifecycle's own records (hold and policy events) are never counted as
 //! removable: they are the evidence of why anything else was kept or removed.
 
 use std::collections::BTreeMap;
@@ -208,7 +209,12 @@ fn tally(state: &AppState, tenant: &str, at: DateTime<Utc>) -> Result<Value, Pro
     let (mut total, mut by_category) = (Tally::default(), BTreeMap::<String, Tally>::new());
     let mut next_expiry = None::<DateTime<Utc>>;
     // The log as it is now: what arrives during the scan is not counted.
-    let size = store.head(tenant)?.size;
+    let spans = store.segments(tenant)?;
+    let size: u64 = spans.iter().map(|s| s.events).sum();
+    // Removable events per segment: a sealed segment all of whose events are removable is what
+    // a run removes whole, with its files.
+    let mut removable_in = vec![0u64; spans.len()];
+    let mut segment = 0usize;
     let mut seq = 0u64;
     while seq < size {
         let page = store.read_range(tenant, seq, PAGE.min((size - seq) as usize))?;
@@ -217,6 +223,12 @@ fn tally(state: &AppState, tenant: &str, at: DateTime<Utc>) -> Result<Value, Pro
         }
         for stored in &page {
             seq = stored.seq + 1;
+            while spans
+                .get(segment)
+                .is_some_and(|s| stored.seq >= s.first_seq + s.events)
+            {
+                segment += 1;
+            }
             let leaf = stored.leaf()?;
             let expires = rules.expires_at(leaf.document()).ok_or_else(|| {
                 Problem::from(veritrail_store::StoreError::Damaged(format!(
@@ -243,9 +255,26 @@ fn tally(state: &AppState, tenant: &str, at: DateTime<Utc>) -> Result<Value, Pro
                     t.removable_bytes += stored.bytes.len() as u64;
                 }
             }
+            if !record && !held {
+                if let Some(n) = removable_in.get_mut(segment) {
+                    *n += 1;
+                }
+            }
         }
     }
+    let whole: Vec<_> = spans
+        .iter()
+        .zip(&removable_in)
+        .filter(|(s, n)| s.sealed && **n == s.events)
+        .map(|(s, _)| s)
+        .collect();
     let mut answer = total.json();
+    answer["whole_segments"] = json!({
+        "segments": whole.len(),
+        "events": whole.iter().map(|s| s.events).sum::<u64>(),
+        "bytes": whole.iter().map(|s| s.bytes).sum::<u64>(),
+    });
+    answer["segments"] = spans.len().into();
     answer["at"] = format_time(&at).into();
     answer["events"] = seq.into();
     answer["policy"] = rules.to_json();

@@ -103,6 +103,9 @@ pub trait Snapshot: Send {
 
     /// Every producer's sequence state.
     fn producers(&self) -> Vec<ProducerStatus>;
+    /// The log's segments in log order, below the snapshot's size: together they hold every
+    /// seq from 0, once. A segment is the unit retention removes whole.
+    fn segments(&self) -> Vec<SegmentSpan>;
 }
 
 /// The receipt for one event.
@@ -121,6 +124,19 @@ pub struct Appended {
     pub receipts: Vec<Receipt>,
     /// A tree size that includes every receipt.
     pub tree_size: u64,
+}
+
+/// One segment of a log, as [`Snapshot::segments`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentSpan {
+    /// The seq of its first event.
+    pub first_seq: u64,
+    /// Its events below the snapshot's size.
+    pub events: u64,
+    /// Written once and no longer appended to (only such a segment can be removed whole).
+    pub sealed: bool,
+    /// What it takes on disk: its log file and, once sealed, its index file.
+    pub bytes: u64,
 }
 
 /// An event as stored, checked against its checksum and its leaf hash.

@@ -18,7 +18,9 @@ use veritrail_core::hash::Hash;
 use veritrail_core::merkle;
 use veritrail_core::note::NoteSigner;
 
-use crate::engine::{Engine, Head, NodeError, SignedCheckpoint, Snapshot, StoredEvent};
+use crate::engine::{
+    Engine, Head, NodeError, SegmentSpan, SignedCheckpoint, Snapshot, StoredEvent,
+};
 use crate::error::StoreError;
 use crate::producers::ProducerStatus;
 use crate::query::{self, Page};
@@ -187,6 +189,13 @@ impl<E: Engine> Store for Ledger<E> {
             Some((view, t)) => find_verified(&view, &t.verifier, id),
             None => Ok(None),
         }
+    }
+
+    fn segments(&self, tenant: &str) -> Result<Vec<SegmentSpan>, StoreError> {
+        Ok(match self.engine.snapshot(tenant)? {
+            Some(view) => view.segments(),
+            None => Vec::new(),
+        })
     }
 
     fn read_range(

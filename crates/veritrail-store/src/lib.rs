@@ -17,7 +17,7 @@ pub mod query;
 pub mod verify;
 
 pub use engine::{
-    Appended, Engine, Head, Receipt, SignedCheckpoint, Snapshot, SortKey, StoredEvent,
+    Appended, Engine, Head, Receipt, SegmentSpan, SignedCheckpoint, Snapshot, SortKey, StoredEvent,
 };
 pub use error::StoreError;
 pub use ledger::{check_size, Ledger};
@@ -71,6 +71,8 @@ pub trait Store: Send + Sync + 'static {
     fn get(&self, tenant: &str, id: &Uuid) -> Result<Option<StoredEvent>, StoreError>;
     /// One page of events matching a filter.
     fn query(&self, tenant: &str, spec: &QuerySpec<'_>) -> Result<Page, StoreError>;
+    /// The log's segments in log order, up to the head (none for a tenant without a log).
+    fn segments(&self, tenant: &str) -> Result<Vec<SegmentSpan>, StoreError>;
     /// The events of seqs `[from, from + limit)` below the head, in log order, each verified.
     fn read_range(
         &self,

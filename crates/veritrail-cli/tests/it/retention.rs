@@ -206,3 +206,46 @@ fn the_retention_command_shows_sets_and_dry_runs() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_dry_run_names_the_sealed_segments_a_run_would_remove_whole() {
+    let scratch = support::Scratch::new();
+    let server = Server::start_with(&scratch.data(), &["--segment-mib", "1"]);
+    // More than a segment of one-day events, then a few kept ten years in the open segment.
+    for _ in 0..4 {
+        server.ingest(&events(&support::corr("ci"), 1000, 1, "ci"));
+    }
+    server.ingest(&events(&support::corr("long"), 10, 3650, "ci"));
+    let at = (Utc::now() + Duration::days(2))
+        .to_rfc3339()
+        .replace('+', "%2B");
+    let path = format!("/v1/admin/retention/dry-run?at={at}");
+    // The first segment is sealed in the background.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let report = loop {
+        let report = server.get(&path).ok_json();
+        if report["whole_segments"]["segments"].as_u64() > Some(0) {
+            break report;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no segment was sealed: {report}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert_eq!(report["removable"], 4000, "{report}");
+    let whole = &report["whole_segments"];
+    let (events, bytes) = (
+        whole["events"].as_u64().unwrap(),
+        whole["bytes"].as_u64().unwrap(),
+    );
+    assert!(events > 0 && events <= 4000, "{report}");
+    // The open segment, which holds the ten-year events, is never removed whole.
+    assert!(
+        report["segments"].as_u64().unwrap() > whole["segments"].as_u64().unwrap(),
+        "{report}"
+    );
+    // Sealed segments are compressed: fewer bytes on disk than their events take as stored.
+    let per_event = report["removable_bytes"].as_u64().unwrap() / 4000;
+    assert!(bytes > 0 && bytes < events * per_event, "{report}");
+}

@@ -67,6 +67,11 @@ fn level_path(dir: &Path, level: usize) -> PathBuf {
 }
 
 impl FlatFiles {
+    /// The directory of the node files.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Opens the files in `dir`, which must hold at least the nodes of a tree of `size` leaves;
     /// what they hold beyond is kept (recovery reads it as a witness, then [`FlatFiles::cut`]s
     /// it). Returns `None` when a file is shorter than that (a machine crash lost writes the

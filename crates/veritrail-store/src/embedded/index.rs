@@ -600,6 +600,36 @@ impl IndexReader {
         }
     }
 
+    /// The index directory.
+    pub(crate) fn dir(&self) -> &Path {
+        self.flat.dir()
+    }
+
+    /// Per segment below the snapshot's size, in log order: its ordinal, first seq, number of
+    /// events and whether it is sealed (its index file installed).
+    pub(crate) fn spans(&self) -> Vec<(u32, u64, u64, bool)> {
+        let starts: Vec<u64> = self.views.iter().map(View::first_seq).collect();
+        self.views
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.first_seq() < self.size)
+            .map(|(k, v)| {
+                let end = starts
+                    .get(k + 1)
+                    .copied()
+                    .unwrap_or(self.size)
+                    .min(self.size);
+                let first = v.first_seq();
+                (
+                    v.ordinal(),
+                    first,
+                    end - first,
+                    matches!(v, View::Sealed(_)),
+                )
+            })
+            .collect()
+    }
+
     /// Seqs whose event may be `id`, newest segment first: the caller confirms on the record.
     pub fn id_candidates(&self, id: &Uuid) -> Result<Vec<u64>, StoreError> {
         let mut out = Vec::new();

@@ -92,6 +92,11 @@ impl Segments {
         }
     }
 
+    /// The directory of the segment files.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The open file of segment `ordinal`.
     pub(crate) fn file(&self, ordinal: u32) -> Result<SegmentFile, StoreError> {
         if let Some(f) = self.files.read().map_err(|_| poisoned())?.get(&ordinal) {

@@ -10,7 +10,7 @@ use veritrail_core::query::Filter;
 
 use super::index::IndexReader;
 use super::segments::Segments;
-use crate::engine::{Head, NodeError, Snapshot, SortKey};
+use crate::engine::{Head, NodeError, SegmentSpan, Snapshot, SortKey};
 use crate::error::StoreError;
 use crate::producers::ProducerStatus;
 
@@ -74,5 +74,27 @@ impl Snapshot for EmbeddedSnapshot {
 
     fn producers(&self) -> Vec<ProducerStatus> {
         self.reader.producers()
+    }
+
+    fn segments(&self) -> Vec<SegmentSpan> {
+        let size = |path: std::path::PathBuf| std::fs::metadata(path).map_or(0, |m| m.len());
+        self.reader
+            .spans()
+            .into_iter()
+            .map(|(ordinal, first_seq, events, sealed)| {
+                let bytes = if sealed {
+                    size(self.segments.dir().join(super::sealed::file_name(ordinal)))
+                        + size(self.reader.dir().join(super::seg_index::file_name(ordinal)))
+                } else {
+                    size(self.segments.dir().join(super::segment::file_name(ordinal)))
+                };
+                SegmentSpan {
+                    first_seq,
+                    events,
+                    sealed,
+                    bytes,
+                }
+            })
+            .collect()
     }
 }

@@ -65,6 +65,18 @@ pub fn check_against_model(store: &impl Store, leaves: &[Hash], ids: &[Uuid]) {
         .read_range(TENANT, leaves.len() as u64, 7)
         .expect("past the head")
         .is_empty());
+    // The segments hold every seq once, in order.
+    let spans = store.segments(TENANT).expect("segments");
+    let mut next = 0;
+    for (k, s) in spans.iter().enumerate() {
+        assert_eq!(
+            s.first_seq, next,
+            "segment {k} starts where the previous ends: {spans:?}"
+        );
+        assert!(s.events > 0 && s.bytes > 0, "{spans:?}");
+        next += s.events;
+    }
+    assert_eq!(next, leaves.len() as u64, "{spans:?}");
     for size in 1..=leaves.len() as u64 {
         let root = mth(&leaves[..size as usize]);
         assert_eq!(store.root(TENANT, size).expect("root"), root);
