@@ -143,6 +143,12 @@ impl Client {
         check(resp)
     }
 
+    /// POST a JSON body; the response must be a success, and its JSON body is returned.
+    pub fn post_json(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+        let resp = self.post(path, "application/json", body.to_string().into_bytes())?;
+        Ok(resp.json()?)
+    }
+
     fn unreachable(&self) -> String {
         format!("cannot reach the server at {} (is `veritrail serve` running? set --server or VERITRAIL_SERVER)", self.base)
     }

@@ -72,13 +72,7 @@ pub fn run(command: HoldCommand) -> anyhow::Result<ExitCode> {
                 .map(|(k, v)| (k, Value::String(v)))
                 .collect();
             let body = json!({"filter": filter, "reason": reason});
-            let answer: Value = Client::new(&server)?
-                .post(
-                    "/v1/holds",
-                    "application/json",
-                    body.to_string().into_bytes(),
-                )?
-                .json()?;
+            let answer = Client::new(&server)?.post_json("/v1/holds", &body)?;
             if json {
                 outln!("{answer:#}");
             } else {
@@ -127,11 +121,7 @@ pub fn run(command: HoldCommand) -> anyhow::Result<ExitCode> {
         }
         HoldCommand::Release { server, id, reason } => {
             let body = json!({"reason": reason});
-            Client::new(&server)?.post(
-                &format!("/v1/holds/{id}/release"),
-                "application/json",
-                body.to_string().into_bytes(),
-            )?;
+            Client::new(&server)?.post_json(&format!("/v1/holds/{id}/release"), &body)?;
             outln!("released hold {id}");
         }
     }

@@ -76,13 +76,7 @@ pub fn run(command: KeysCommand) -> anyhow::Result<ExitCode> {
                 "person": person, "expires": expires, "pii": pii,
                 "client_cert_sha256": client_cert_sha256,
             });
-            let answer: Value = Client::new(&server)?
-                .post(
-                    "/v1/admin/keys",
-                    "application/json",
-                    body.to_string().into_bytes(),
-                )?
-                .json()?;
+            let answer = Client::new(&server)?.post_json("/v1/admin/keys", &body)?;
             let (id, role) = (
                 answer["id"].as_str().unwrap_or("?"),
                 answer["role"].as_str().unwrap_or("?"),

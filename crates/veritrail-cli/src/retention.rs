@@ -77,13 +77,7 @@ pub fn run(command: RetentionCommand) -> anyhow::Result<ExitCode> {
             }
             let body =
                 json!({"policy": {"min_days": min_days, "categories": floors}, "reason": reason});
-            let answer: Value = Client::new(&server)?
-                .post(
-                    "/v1/admin/retention/policy",
-                    "application/json",
-                    body.to_string().into_bytes(),
-                )?
-                .json()?;
+            let answer = Client::new(&server)?.post_json("/v1/admin/retention/policy", &body)?;
             print_policy(&answer);
         }
         RetentionCommand::DryRun { server, at, json } => {

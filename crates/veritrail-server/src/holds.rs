@@ -389,31 +389,36 @@ pub async fn list_holds(
     Extension(caller): Extension<Caller>,
     Query(params): Query<ListParams>,
 ) -> Result<Json<Value>, Problem> {
-    let (inner, tenant) = (state.clone(), caller.tenant.clone());
+    let pick = move |h: &Hold| h.is_active() || params.released;
+    list(&state, &caller, pick, answer).await
+}
+
+/// `{"holds": [...], "total"}` of the tenant's holds that `pick` selects, each the `row` of the
+/// hold and the number of events it covers now (counted for active holds only), recorded as a
+/// read (`veritrail.access.holds`).
+pub(crate) async fn list(
+    state: &Arc<AppState>,
+    caller: &Caller,
+    pick: impl Fn(&Hold) -> bool + Send + 'static,
+    row: impl Fn(&Hold, Option<u64>) -> Value + Send + 'static,
+) -> Result<Json<Value>, Problem> {
+    let (inner, tenant) = (Arc::clone(state), caller.tenant.clone());
     let holds = blocking(move || {
         let store = inner.store.as_ref();
         let mut out = Vec::new();
-        for h in inner.holds.get(store, &tenant)?.iter() {
-            if h.is_active() || params.released {
-                let events = if h.is_active() {
-                    Some(covered(store, &tenant, &h.filter)?)
-                } else {
-                    None
-                };
-                out.push(answer(h, events));
-            }
+        for h in inner.holds.get(store, &tenant)?.iter().filter(|h| pick(h)) {
+            let events = match h.is_active() {
+                true => Some(covered(store, &tenant, &h.filter)?),
+                false => None,
+            };
+            out.push(row(h, events));
         }
         Ok(out)
     })
     .await?;
-    access::record(
-        &state,
-        &caller,
-        "access.holds",
-        json!({"results": holds.len()}),
-    )
-    .await?;
-    Ok(Json(json!({"total": holds.len(), "holds": holds})))
+    let details = json!({"results": holds.len()});
+    access::record(state, caller, "access.holds", details).await?;
+    Ok(Json(json!({"holds": holds, "total": holds.len()})))
 }
 
 /// `POST /v1/holds/{hold_id}/release` with `{"reason": "..."}` → 200 with the released hold; 404

@@ -39,13 +39,7 @@ fn a_hold_placed_before_its_events_covers_them_and_lives_in_the_log() {
 
     // Events of the correlation arrive after the hold, and others beside them.
     for batch in [events(&corr, 3), events(&support::corr("other"), 2)] {
-        let r = server.call(
-            Method::POST,
-            "/v1/events",
-            Some(&producer),
-            None,
-            Some(&batch),
-        );
+        let r = server.post_as(&producer, "/v1/events", &batch);
         assert_eq!(r.status, 200, "{}", r.text);
     }
     let list = call(&server, Method::GET, "/v1/holds", None).ok_json();
@@ -123,9 +117,7 @@ fn holds_need_the_legal_role_a_reason_and_a_filter_and_cannot_be_forged() {
         server.key(ADMIN, "reader"),
         server.key(ADMIN, "producer"),
     );
-    let place = |key: &str, body: Value| {
-        server.call(Method::POST, "/v1/holds", Some(key), None, Some(&body))
-    };
+    let place = |key: &str, body: Value| server.post_as(key, "/v1/holds", &body);
     let ok = json!({"filter": {"actor_id": "mallory", "since": "30d"}, "reason": "insider case"});
     place(&reader, ok.clone()).problem(403);
     server.get_as(&reader, "/v1/holds").problem(403);
@@ -160,50 +152,22 @@ fn holds_need_the_legal_role_a_reason_and_a_filter_and_cannot_be_forged() {
     let since = hold["filter"]["since"].as_str().unwrap();
     assert!(since.ends_with('Z') && since.len() == 27, "{hold}");
     // An admin may hold too, and `{}` holds the whole tenant.
-    let tenant = server.call(
-        Method::POST,
+    let tenant = server.post_as(
+        ADMIN,
         "/v1/holds",
-        Some(ADMIN),
-        None,
-        Some(&json!({"filter": {}, "reason": "regulator hold"})),
+        &json!({"filter": {}, "reason": "regulator hold"}),
     );
     assert_eq!(tenant.status, 201, "{}", tenant.text);
     // No producer can write a hold event of its own: neither with a `veritrail.` type nor under
     // the holds' producer id.
     let mut forged_type = support::event(0, "x");
     forged_type["event_type"] = json!("veritrail.hold.placed");
-    let r = server.call(
-        Method::POST,
-        "/v1/events",
-        Some(&producer),
-        None,
-        Some(&forged_type),
-    );
-    assert!(
-        r.problem(400)["detail"]
-            .as_str()
-            .unwrap()
-            .contains("reserved"),
-        "{}",
-        r.text
-    );
+    let r = server.post_as(&producer, "/v1/events", &forged_type);
+    r.problem_saying(400, "reserved");
     let mut forged = support::event(0, "x");
     forged["producer_id"] = json!("veritrail.holds");
-    let r = server.call(
-        Method::POST,
-        "/v1/events",
-        Some(&producer),
-        None,
-        Some(&forged),
-    );
-    assert!(
-        r.problem(400)["detail"]
-            .as_str()
-            .unwrap()
-            .contains("reserved"),
-        "{}",
-        r.text
-    );
+    let r = server.post_as(&producer, "/v1/events", &forged);
+    r.problem_saying(400, "reserved");
 }
 
 #[test]
@@ -234,12 +198,10 @@ fn kubernaut_legal_hold_routes_answer_in_its_shapes() {
     let event = json!({"version": "1.0", "event_type": ty, "event_category": "gateway",
         "event_action": "received", "event_outcome": "success", "correlation_id": corr,
         "event_timestamp": chrono::Utc::now().to_rfc3339(), "event_data": {"event_type": ty}});
-    let r = server.call(
-        Method::POST,
+    let r = server.post_as(
+        &producer,
         "/api/v1/audit/events/batch",
-        Some(&producer),
-        None,
-        Some(&json!([event, event])),
+        &json!([event, event]),
     );
     assert_eq!(r.status, 201, "{}", r.text);
     // What Kubernaut's readers see of holds: `legal_hold` on every event (read once before the
@@ -317,19 +279,7 @@ fn the_hold_command_places_lists_and_releases() {
     let scratch = support::Scratch::new();
     let server = Server::start_authenticated(&scratch.data(), ADMIN);
     let legal = server.key(ADMIN, "legal");
-    let run = |args: &[&str]| {
-        let out = support::command()
-            .args(args)
-            .env("VERITRAIL_SERVER", &server.url)
-            .env("VERITRAIL_KEY", &legal)
-            .output()
-            .expect("running veritrail");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            support::show(&out),
-        )
-    };
+    let run = |args: &[&str]| server.cli_as(&legal, args);
     let (ok, _, shown) = run(&["hold", "place", "--reason", "r"]);
     assert!(!ok && shown.contains("--whole-tenant"), "{shown}");
     let (ok, out, shown) = run(&[

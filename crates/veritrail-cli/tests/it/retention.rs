@@ -2,7 +2,6 @@
 //! in the log, and a dry run at a later time counts exactly the expired, unheld events.
 
 use chrono::{Duration, Utc};
-use reqwest::Method;
 use serde_json::{json, Value};
 
 use crate::support::{self, Server};
@@ -37,12 +36,10 @@ fn a_dry_run_counts_the_expired_unheld_events_under_the_policy_in_force() {
     let (producer, reader) = (server.key(ADMIN, "producer"), server.key(ADMIN, "reader"));
     let held = support::corr("held");
     // A hold placed before its events arrive.
-    let r = server.call(
-        Method::POST,
+    let r = server.post_as(
+        ADMIN,
         "/v1/holds",
-        Some(ADMIN),
-        None,
-        Some(&json!({"filter": {"correlation_id": held}, "reason": "case 9"})),
+        &json!({"filter": {"correlation_id": held}, "reason": "case 9"}),
     );
     assert_eq!(r.status, 201, "{}", r.text);
     for batch in [
@@ -51,13 +48,7 @@ fn a_dry_run_counts_the_expired_unheld_events_under_the_policy_in_force() {
         events(&support::corr("iam"), 4, 1, "iam"),
         events(&support::corr("long"), 2, 3650, "ci"),
     ] {
-        let r = server.call(
-            Method::POST,
-            "/v1/events",
-            Some(&producer),
-            None,
-            Some(&batch),
-        );
+        let r = server.post_as(&producer, "/v1/events", &batch);
         assert_eq!(r.status, 200, "{}", r.text);
     }
 
@@ -81,13 +72,7 @@ fn a_dry_run_counts_the_expired_unheld_events_under_the_policy_in_force() {
     // A floor lengthens: with 30 days for everything and 400 for iam, nothing goes in two days.
     let policy =
         json!({"policy": {"min_days": 30, "categories": {"iam": 400}}, "reason": "SOX 404"});
-    let set = server.call(
-        Method::POST,
-        "/v1/admin/retention/policy",
-        Some(ADMIN),
-        None,
-        Some(&policy),
-    );
+    let set = server.post_as(ADMIN, "/v1/admin/retention/policy", &policy);
     assert_eq!(set.status, 200, "{}", set.text);
     assert_eq!(dry_run(&server, 2)["expired"], 0);
     let month = dry_run(&server, 31);
@@ -111,13 +96,7 @@ fn a_dry_run_counts_the_expired_unheld_events_under_the_policy_in_force() {
         json!({"policy": {"categories": {"iam": "long"}}, "reason": "r"}),
         json!({"policy": {"min_days": 30}}),
     ] {
-        let r = server.call(
-            Method::POST,
-            "/v1/admin/retention/policy",
-            Some(ADMIN),
-            None,
-            Some(&bad),
-        );
+        let r = server.post_as(ADMIN, "/v1/admin/retention/policy", &bad);
         r.problem(400);
     }
     server
@@ -125,21 +104,8 @@ fn a_dry_run_counts_the_expired_unheld_events_under_the_policy_in_force() {
         .problem(400);
     // Floors only rise: the events stored under 30 days were promised 30 days.
     let lower = json!({"policy": {"min_days": 7, "categories": {"iam": 400}}, "reason": "cost"});
-    let r = server.call(
-        Method::POST,
-        "/v1/admin/retention/policy",
-        Some(ADMIN),
-        None,
-        Some(&lower),
-    );
-    assert!(
-        r.problem(409)["detail"]
-            .as_str()
-            .unwrap()
-            .contains("from 30 to 7"),
-        "{}",
-        r.text
-    );
+    let r = server.post_as(ADMIN, "/v1/admin/retention/policy", &lower);
+    r.problem_saying(409, "from 30 to 7");
     server.stop();
     let server = Server::start_authenticated(&data, ADMIN);
     let shown = server.get_as(ADMIN, "/v1/admin/retention/policy").ok_json();
@@ -155,13 +121,7 @@ fn a_dry_run_counts_the_expired_unheld_events_under_the_policy_in_force() {
     // No producer can write a policy of its own.
     let mut forged = support::event(0, "x");
     forged["producer_id"] = json!("veritrail.retention");
-    let r = server.call(
-        Method::POST,
-        "/v1/events",
-        Some(&producer),
-        None,
-        Some(&forged),
-    );
+    let r = server.post_as(&producer, "/v1/events", &forged);
     r.problem(400);
 }
 
@@ -169,19 +129,7 @@ fn a_dry_run_counts_the_expired_unheld_events_under_the_policy_in_force() {
 fn the_retention_command_shows_sets_and_dry_runs() {
     let scratch = support::Scratch::new();
     let server = Server::start_authenticated(&scratch.data(), ADMIN);
-    let run = |args: &[&str]| {
-        let out = support::command()
-            .args(args)
-            .env("VERITRAIL_SERVER", &server.url)
-            .env("VERITRAIL_KEY", ADMIN)
-            .output()
-            .expect("running veritrail");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            support::show(&out),
-        )
-    };
+    let run = |args: &[&str]| server.cli_as(ADMIN, args);
     let (ok, out, shown) = run(&["retention", "show"]);
     assert!(ok && out.contains("no policy was set"), "{shown}");
     let (ok, out, shown) = run(&[

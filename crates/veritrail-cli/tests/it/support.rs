@@ -129,6 +129,18 @@ impl Resp {
         p
     }
 
+    /// Like [`Resp::problem`], and asserts that the detail says `says`.
+    #[track_caller]
+    pub fn problem_saying(&self, status: u16, says: &str) -> Value {
+        let p = self.problem(status);
+        let detail = p["detail"].as_str().unwrap_or("");
+        assert!(
+            detail.contains(says),
+            "the detail does not say `{says}`: {p}"
+        );
+        p
+    }
+
     /// Asserts 200 and returns the JSON body.
     #[track_caller]
     pub fn ok_json(&self) -> Value {
@@ -458,6 +470,24 @@ impl Server {
     /// A key of `role` on the `default` tenant.
     pub fn key(&self, admin: &str, role: &str) -> String {
         self.create_key(admin, Some("default"), role, json!({})).1
+    }
+
+    /// POST a JSON body with an API key.
+    pub fn post_as(&self, key: &str, path: &str, body: &Value) -> Resp {
+        self.call(reqwest::Method::POST, path, Some(key), None, Some(body))
+    }
+
+    /// Runs the CLI against this server with `key`: (success, stdout, everything for a message).
+    pub fn cli_as(&self, key: &str, args: &[&str]) -> (bool, String, String) {
+        let out = command()
+            .args(args)
+            .env("VERITRAIL_SERVER", &self.url)
+            .env("VERITRAIL_KEY", key)
+            .stdin(Stdio::null())
+            .output()
+            .expect("running veritrail");
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success(), stdout, show(&out))
     }
 
     /// GET with an API key.

@@ -20,8 +20,8 @@ use veritrail_core::event::format_time;
 use veritrail_core::hold::Hold;
 use veritrail_core::query::Filter;
 
-use crate::access::{self, Caller};
-use crate::holds::{covered, place, read_body, reason, release};
+use crate::access::Caller;
+use crate::holds::{covered, list, place, read_body, reason, release};
 use crate::problem::{PathText, Problem};
 use crate::{blocking, AppState};
 
@@ -99,33 +99,17 @@ pub async fn list_holds(
     State(state): State<Arc<AppState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Value>, Problem> {
-    let (inner, tenant) = (state.clone(), caller.tenant.clone());
-    let holds = blocking(move || {
-        let store = inner.store.as_ref();
-        let mut out = Vec::new();
-        for h in inner.holds.get(store, &tenant)?.iter() {
-            let Some(corr) = h.correlation().filter(|_| h.is_active()) else {
-                continue;
-            };
-            out.push(json!({
-                "correlation_id": corr,
-                "events_affected": covered(store, &tenant, &h.filter)?,
-                "placed_by": h.placed.by,
-                "placed_at": format_time(&h.placed.at),
-                "reason": h.placed.reason,
-            }));
-        }
-        Ok(out)
-    })
-    .await?;
-    access::record(
-        &state,
-        &caller,
-        "access.holds",
-        json!({"results": holds.len()}),
-    )
-    .await?;
-    Ok(Json(json!({"holds": holds, "total": holds.len()})))
+    let pick = |h: &Hold| h.is_active() && h.correlation().is_some();
+    let row = |h: &Hold, events: Option<u64>| {
+        json!({
+            "correlation_id": h.correlation(),
+            "events_affected": events,
+            "placed_by": h.placed.by,
+            "placed_at": format_time(&h.placed.at),
+            "reason": h.placed.reason,
+        })
+    };
+    list(&state, &caller, pick, row).await
 }
 
 /// `DELETE /api/v1/audit/legal-hold/{correlation_id}` with `{release_reason}` → 200 with
