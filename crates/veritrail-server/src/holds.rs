@@ -22,7 +22,7 @@ use uuid::Uuid;
 use veritrail_core::event::{format_time, Leaf};
 use veritrail_core::hold::{self, Act, Hold};
 use veritrail_core::query::Filter;
-use veritrail_store::{Order, QuerySpec, Store, StoredEvent, WindowSpec};
+use veritrail_store::{Order, Store, StoredEvent, WindowSpec};
 
 use crate::access::{self, Caller};
 use crate::problem::{PathText, Problem};
@@ -150,23 +150,13 @@ pub(crate) fn records_of(
         exact: vec![("producer_id".into(), producer.into())],
         ..Filter::default()
     };
-    let (mut leaves, mut cursor) = (Vec::new(), None);
-    loop {
-        let spec = QuerySpec {
-            filter: &filter,
-            order: Order::Asc,
-            cursor,
-            limit: 1000,
-        };
-        let page = store.query(tenant, &spec)?;
-        for hit in &page.events {
+    let mut leaves = Vec::new();
+    crate::read::each_page(store, tenant, &filter, |page| {
+        for hit in page {
             leaves.push((hit.event.seq, hit.event.leaf()?));
         }
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
+        Ok::<_, Problem>(())
+    })?;
     // Log order: what was appended last counts last, whatever the events' times say.
     leaves.sort_by_key(|(seq, _)| *seq);
     Ok(leaves.into_iter().map(|(_, leaf)| leaf).collect())

@@ -15,7 +15,6 @@ use uuid::Uuid;
 use veritrail_core::bundle::{self, ManifestEntry};
 use veritrail_core::hash::to_b64;
 use veritrail_core::query::Filter;
-use veritrail_store::{Order, QuerySpec};
 
 use crate::access::{self, Caller};
 use crate::problem::{Problem, QueryPairs};
@@ -218,21 +217,8 @@ fn build_bundle(
     let cp = store.checkpoint(tenant)?;
     let size = cp.checkpoint.size;
     let mut events = Vec::new();
-    let mut cursor = None;
-    loop {
-        let spec = QuerySpec {
-            filter,
-            order: Order::Asc,
-            cursor,
-            limit: 1000,
-        };
-        let page = store.query(tenant, &spec)?;
-        events.extend(
-            page.events
-                .into_iter()
-                .map(|h| h.event)
-                .filter(|e| e.seq < size),
-        );
+    crate::read::each_page(store.as_ref(), tenant, filter, |page| {
+        events.extend(page.into_iter().map(|h| h.event).filter(|e| e.seq < size));
         if events.len() > state.config.max_export_events {
             return Err(Problem::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
@@ -243,11 +229,8 @@ fn build_bundle(
                 ),
             ));
         }
-        match page.next_cursor {
-            Some(c) => cursor = Some(c),
-            None => break,
-        }
-    }
+        Ok(())
+    })?;
     events.sort_by_key(|e| e.seq);
     let pairs = filter.to_pairs();
     let entries: Vec<ManifestEntry> = events

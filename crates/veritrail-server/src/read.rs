@@ -15,7 +15,7 @@ use uuid::Uuid;
 use veritrail_core::event::format_time;
 use veritrail_core::query::Filter;
 use veritrail_store::SortKey;
-use veritrail_store::{Order, Page, QuerySpec, StoredEvent};
+use veritrail_store::{Hit, Order, Page, QuerySpec, Store, StoreError, StoredEvent};
 
 use crate::access::{self, Caller};
 use crate::problem::{PathText, Problem, QueryPairs};
@@ -318,4 +318,30 @@ pub async fn producers(
     let details = json!({"producers": only, "results": list.len()});
     access::record(&state, &caller, "access.producers", details).await?;
     Ok(Json(json!({ "producers": list })))
+}
+
+/// Every page of a query's results, oldest first, handed to `page` as it is read (the whole of
+/// an export, a correlation, the lifecycle's records). Stops at the first error, the store's or
+/// `page`'s; what `page` was handed before it stays handed.
+pub(crate) fn each_page<E: From<StoreError>>(
+    store: &dyn Store,
+    tenant: &str,
+    filter: &Filter,
+    mut page: impl FnMut(Vec<Hit>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut cursor = None;
+    loop {
+        let spec = QuerySpec {
+            filter,
+            order: Order::Asc,
+            cursor,
+            limit: 1000,
+        };
+        let found = store.query(tenant, &spec)?;
+        page(found.events)?;
+        match found.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => return Ok(()),
+        }
+    }
 }

@@ -35,7 +35,7 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 use veritrail_core::event::{format_time, Event};
 use veritrail_core::query::Filter;
-use veritrail_store::{Hit, Order, QuerySpec, Store, StoreError, WindowSpec};
+use veritrail_store::{Hit, Order, Store, StoreError, WindowSpec};
 
 use crate::access::Caller;
 use crate::problem::{Problem, QueryPairs};
@@ -196,29 +196,16 @@ pub(crate) fn read_correlation(
     filter
         .add("correlation_id", corr, Utc::now())
         .map_err(|e| bad(e.to_string()))?;
-    let (mut hits, mut cursor, mut damage) = (Vec::new(), None, None);
-    loop {
-        let spec = QuerySpec {
-            filter: &filter,
-            order: Order::Asc,
-            cursor,
-            limit: 1000,
-        };
-        match store.query(tenant, &spec) {
-            Ok(page) => {
-                hits.extend(page.events);
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
-            Err(StoreError::Damaged(why)) => {
-                damage = Some(why);
-                break;
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+    let mut hits = Vec::new();
+    let read = crate::read::each_page(store, tenant, &filter, |page| {
+        hits.extend(page);
+        Ok::<_, StoreError>(())
+    });
+    let damage = match read {
+        Ok(()) => None,
+        Err(StoreError::Damaged(why)) => Some(why),
+        Err(e) => return Err(e.into()),
+    };
     hits.sort_by_key(|h| h.event.seq);
     Ok((hits, damage))
 }
